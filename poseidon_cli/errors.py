@@ -1,0 +1,43 @@
+"""User-facing errors.
+
+A ``PoseidonError`` is a mistake the user can fix (bad prototxt, missing file, malformed hosts file,
+unknown layer type, shape mismatch, port in use...). Its message is one line naming the file / layer /
+field / host and what to do. The CLI prints ``poseidon: error: <message>`` and exits with ``exit_code``
+(2), with no traceback unless ``--debug``. Internal bugs raise ordinary exceptions and are not caught.
+"""
+from __future__ import annotations
+
+
+class PoseidonError(Exception):
+    """Base class: a problem in the user's input or environment, reported as one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        self.message = message
+        self.hint = hint
+        super().__init__(message if not hint else f"{message} ({hint})")
+
+    def one_line(self) -> str:
+        text = str(self)
+        return " ".join(text.split())  # never more than one line
+
+
+class ConfigError(PoseidonError):
+    """Bad prototxt / solver / binary proto file, or a path that does not exist."""
+
+
+class NetError(PoseidonError):
+    """A net that cannot be built: unknown layer type, arity, missing bottom, shape mismatch."""
+
+
+class DataError(PoseidonError):
+    """Missing / empty / malformed database, mean file or converter input."""
+
+
+class SolverError(PoseidonError):
+    """Bad solver settings, snapshot that does not match the net, NaN loss."""
+
+
+class ClusterError(PoseidonError):
+    """Hosts file, rank discovery, unreachable peer, dead worker, deadline expired."""
