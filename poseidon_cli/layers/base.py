@@ -25,12 +25,36 @@ Errors: wrong arity or bad shapes raise ``NetError`` naming the layer, its type 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .. import backend
 from ..errors import NetError
 
 TRAIN, TEST = 0, 1
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where this net replica runs in the cluster; data layers use it to pick their partition.
+
+    ``client_id`` of ``num_clients`` machines (hosts-file lines), ``worker_id`` of
+    ``workers_per_client`` workers (GPUs) inside that client. A single-process run is all zeros/ones.
+    """
+    client_id: int = 0
+    num_clients: int = 1
+    worker_id: int = 0
+    workers_per_client: int = 1
+
+    @property
+    def rank(self) -> int:
+        """Global worker index: client_id * workers_per_client + worker_id."""
+        return self.client_id * self.workers_per_client + self.worker_id
+
+    @property
+    def world_size(self) -> int:
+        return self.num_clients * self.workers_per_client
 
 
 class Layer:
@@ -55,8 +79,12 @@ class Layer:
         self.param_propagate_down = []  # per blob: compute its diff in backward?
         self.loss_weights = []          # per top
         self.xp = backend.default_xp()
+        # dtype of blobs the layer creates (weights); tests use float64 for gradient checks.
+        self.dtype = np.float32
         # Seeded by the Net from the solver's random_seed; used by Dropout, fillers, crops...
         self.rng = np.random.default_rng()
+        # Set by the Net before setup; data layers read their partition from it.
+        self.context = RunContext()
 
     # -- identity ------------------------------------------------------------------------------------
     @property
@@ -138,7 +166,7 @@ class Layer:
     def new_blob(self, shape):
         """A zero Blob on this layer's array module (for ``self.blobs``)."""
         from ..blob import Blob
-        return Blob(shape, xp=self.xp)
+        return Blob(shape, xp=self.xp, dtype=self.dtype)
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r}>"
