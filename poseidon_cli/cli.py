@@ -1,0 +1,138 @@
+"""The ``poseidon`` command line: option parsing and error mapping only.
+
+Every command turns a ``PoseidonError`` (a user mistake) into one line on stderr and exit code 2;
+``--debug`` shows the traceback instead. The work happens in the modules each command calls.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from . import __version__
+from .errors import PoseidonError
+
+
+def _fail(message: str, code: int = 2):
+    click.echo(f"poseidon: error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_errors(fn):
+    """Map PoseidonError to one stderr line + exit 2 (traceback only with --debug)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            return fn(*args, **kwargs)
+        except PoseidonError as exc:
+            if debug:
+                raise
+            _fail(exc.one_line(), exc.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            _fail("interrupted", 130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="poseidon")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+def main(debug):
+    """Train Caffe-defined CNNs data-parallel across a cluster (Petuum Poseidon style).
+
+    Bring Caffe prototxts, LMDBs, mean files and .caffemodels unchanged.
+    """
+
+
+def _device_options(fn):
+    fn = click.option("--cpu", "cpu", is_flag=True, help="Run on the CPU (NumPy).")(fn)
+    fn = click.option("--gpu", "gpu", default=None, metavar="IDS",
+                      help="GPU id(s) to use, e.g. 0 or 0,1 (one worker per GPU).")(fn)
+    return fn
+
+
+@main.command()
+@click.option("--solver", "solver", required=True, type=click.Path(dir_okay=False),
+              help="Solver prototxt (Caffe format).")
+@click.option("--hosts", default=None, type=click.Path(dir_okay=False),
+              help="Hosts file: '<client_id> <ip> <port>' per line. Omit to train on this machine only.")
+@click.option("--client-id", type=int, default=None,
+              help="This machine's line in the hosts file (default: from MPI/Slurm/Kubernetes env, or local address).")
+@click.option("--staleness", type=int, default=None, help="SSP staleness bound (default 0 = bulk synchronous).")
+@click.option("--svb", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Sufficient-factor broadcasting for InnerProduct weights.")
+@_device_options
+@click.option("--snapshot", default=None, type=click.Path(dir_okay=False),
+              help="Resume from this .solverstate.")
+@click.option("--weights", default=None, help="Fine-tune from these .caffemodel weights (comma-separated list allowed).")
+@click.option("--output-dir", default=None, type=click.Path(file_okay=False),
+              help="Where logs, .netoutputs and stats go (default: beside the snapshot prefix).")
+@click.option("--sigint-effect", type=click.Choice(["stop", "snapshot", "none"]), default="stop", show_default=True)
+@click.option("--sighup-effect", type=click.Choice(["stop", "snapshot", "none"]), default="snapshot", show_default=True)
+@click.option("--no-overlap", is_flag=True, help="Communicate after the whole backward (for comparison).")
+@click.option("--deadline", type=float, default=None, help="Seconds any blocking wait may take before failing (distributed).")
+@user_errors
+def train(**opts):
+    """Train (or fine-tune, or resume) a net described by a solver prototxt."""
+    if opts["snapshot"] and opts["weights"]:
+        raise PoseidonError("give either --snapshot (resume) or --weights (fine-tune), not both")
+    if opts["hosts"]:
+        from .distributed.launch import train_distributed
+        sys.exit(train_distributed(**opts) or 0)
+    from .solver.runner import train_local
+    sys.exit(train_local(**opts) or 0)
+
+
+@main.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net prototxt.")
+@click.option("--weights", required=True, help="Trained .caffemodel.")
+@click.option("--iterations", type=int, default=50, show_default=True)
+@_device_options
+@user_errors
+def test(**opts):
+    """Score a trained model on its TEST-phase data (like `caffe test`)."""
+    from .solver.runner import test_model
+    sys.exit(test_model(**opts) or 0)
+
+
+@main.command(name="time")
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net prototxt.")
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN", show_default=True)
+@_device_options
+@user_errors
+def time_(**opts):
+    """Per-layer forward/backward timing of a net (like `caffe time`)."""
+    from .timing import time_net
+    sys.exit(time_net(**opts) or 0)
+
+
+@main.command(name="upgrade-net")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@user_errors
+def upgrade_net(src, dst):
+    """Rewrite a V0/V1 net prototxt in the current format (like upgrade_net_proto_text)."""
+    from . import config
+    net = config.load_net_param(src, resolve=False)
+    config.write_text(net, dst)
+    click.echo(f"wrote {dst} ({len(net.layer)} layers)", err=True)
+
+
+def _register_data_group():
+    try:
+        from .tools.data_cli import data
+    except ImportError:  # tools not installed in this build
+        return
+    main.add_command(data)
+
+
+_register_data_group()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
