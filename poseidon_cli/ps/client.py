@@ -1,0 +1,319 @@
+"""Worker-side parameter-server client: per-tensor futures over S shards.
+
+Typical use by one worker (rank ``w`` of ``P``)::
+
+    client = PSClient(transports, job_id="j", worker_id=w, num_workers=P, params=[("conv1.0", (96, 3, 11, 11)), ...],
+                      staleness=s, deadline_s=60)
+    client.connect()                      # waits for every shard (retry + backoff), registers, heart-beats
+    if w == 0:
+        client.init_params(initial_values)  # {name: ndarray}; blocks until stored
+    for t in range(max_iter):             # client.clock_value == t here
+        ready = {n: client.pull(n) for n in names}   # Future[ndarray] per tensor, fresh per the SSP rule
+        ... forward layer by layer, each waiting only for ready[its params].result() ...
+        ... backward: client.push(name, grad) the moment a param's gradient is final ...
+        client.clock()                    # iteration t done
+    client.finish()                       # flush pushes, barrier, leave cleanly
+
+``transports[i]`` reaches shard ``i`` (``GrpcTransport`` over the network, ``LocalTransport`` in-process).
+Every blocking call is bounded by ``deadline_s`` and raises ClusterError naming the shard or workers.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ClusterError
+from . import consistency
+from .keys import DEFAULT_CHUNK_BYTES, Layout
+from .store import PROTOCOL_VERSION
+from .transport import GRADIENT, VALUE, ZERO_GRADIENT, ShardTransport
+
+
+def _gather(parts: Sequence[cf.Future], finish) -> cf.Future:
+    """A future that completes with ``finish()`` once all ``parts`` succeed, or with the first error."""
+    out: cf.Future = cf.Future()
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def done(f):
+        with lock:
+            if out.done():
+                return
+            exc = f.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            left[0] -= 1
+            if left[0]:
+                return
+        try:
+            out.set_result(finish())
+        except BaseException as e:  # noqa: BLE001 - delivered through the future
+            out.set_exception(e)
+
+    if not parts:
+        out.set_result(finish())
+    for p in parts:
+        p.add_done_callback(done)
+    return out
+
+
+class PSClient:
+    """Parameter-server client of one worker.
+
+    ``params``: the layout, ``[(name, shape[, dtype])]`` in net order -- identical on every worker.
+    ``streams_per_shard``: how many concurrent streams one tensor may use towards one shard (a big
+    layer's chunks are split among them). ``heartbeat_s``: heartbeat period (None: none).
+    """
+
+    def __init__(self, transports: Sequence[ShardTransport], job_id: str, worker_id: int,
+                 num_workers: int, params: Sequence, staleness: int = 0,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, deadline_s: float = 60.0,
+                 connect_timeout_s: float = 30.0, heartbeat_s: float | None = 1.0,
+                 streams_per_shard: int = 2, max_threads: int | None = None,
+                 protocol_version: int = PROTOCOL_VERSION):
+        self.transports = list(transports)
+        self.layout = Layout(params, len(self.transports), chunk_bytes)
+        self.job_id, self.worker_id, self.num_workers = job_id, worker_id, num_workers
+        self.staleness, self.deadline_s = staleness, deadline_s
+        self.connect_timeout_s, self.heartbeat_s = connect_timeout_s, heartbeat_s
+        self.streams_per_shard = max(1, streams_per_shard)
+        self.protocol_version = protocol_version
+        self.clock_value = 0
+        self._barrier_id = 0
+        self._known_min_clock = 0
+        self._pushed: set[str] = set()
+        self._push_futures: list[cf.Future] = []
+        self._cache: dict[str, tuple[np.ndarray, int]] = {}
+        self._failure: str | None = None
+        self._lock = threading.Lock()
+        n = max_threads or max(8, 2 * len(self.transports) * self.streams_per_shard + 4)
+        self._pool = cf.ThreadPoolExecutor(n, thread_name_prefix=f"ps-w{worker_id}")
+
+    # ---------------------------------------------------------------- start-up
+    def connect(self) -> None:
+        """Wait for every shard to answer health (retrying with exponential backoff up to
+        ``connect_timeout_s``), register on all of them and start heart-beating.
+        Raises ClusterError naming the shards that never answered or that rejected the worker."""
+        t_end = time.monotonic() + self.connect_timeout_s
+        pending = dict(enumerate(self.transports))
+        delay, last_err = 0.02, {}
+        while pending:
+            for i, tr in list(pending.items()):
+                try:
+                    tr.health(min(2.0, max(0.1, t_end - time.monotonic())))
+                    del pending[i]
+                except ClusterError as e:
+                    last_err[i] = str(e)
+            if not pending:
+                break
+            if time.monotonic() + delay > t_end:
+                names = ", ".join(f"shard {i} at {tr.address} ({last_err.get(i, '?')})"
+                                  for i, tr in pending.items())
+                raise ClusterError(f"worker {self.worker_id}: no answer within "
+                                   f"{self.connect_timeout_s:.1f}s from {names}",
+                                   "check the hosts file and that every host is started")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        specs = [(s.name, s.shape, s.dtype) for s in self.layout.specs]
+        futs = [self._pool.submit(tr.register, self.worker_id, self.job_id, self.protocol_version,
+                                  self.num_workers, self.staleness, len(self.transports),
+                                  self.layout.chunk_bytes, specs) for tr in self.transports]
+        for f in futs:
+            f.result()
+        if self.heartbeat_s:
+            for i, tr in enumerate(self.transports):
+                tr.start_heartbeat(self.worker_id, self.heartbeat_s,
+                                   lambda msg, i=i: self._fail(f"shard {i}: {msg}"))
+
+    def _fail(self, msg: str) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = msg
+
+    def _check(self) -> None:
+        if self._failure:
+            raise ClusterError(f"worker {self.worker_id}: {self._failure}")
+
+    def _groups(self, name: str):
+        """(transport, chunks) groups for tensor ``name``: per shard, split into at most
+        ``streams_per_shard`` contiguous groups so a big layer uses several streams at once."""
+        try:
+            chunks = self.layout.by_param[name]
+        except KeyError:
+            raise KeyError(f"unknown parameter {name!r}") from None
+        by_shard: dict[int, list] = {}
+        for ck in chunks:
+            by_shard.setdefault(ck.shard, []).append(ck)
+        for shard, cks in by_shard.items():
+            n = min(self.streams_per_shard, len(cks))
+            step = -(-len(cks) // n)
+            for j in range(0, len(cks), step):
+                yield self.transports[shard], cks[j:j + step]
+
+    # ---------------------------------------------------------------- data plane
+    def init_params(self, values: Mapping[str, np.ndarray]) -> None:
+        """Store initial (or restored) values of the given params on their shards; blocks."""
+        self._check()
+        futs = []
+        for name, arr in values.items():
+            spec = self.layout.spec_by_name[name]
+            arr = np.ascontiguousarray(arr, dtype=spec.dtype).reshape(-1)
+            if arr.size != spec.size:
+                raise ValueError(f"{name}: {arr.size} values for shape {spec.shape}")
+            for tr, cks in self._groups(name):
+                items = [(ck.key, VALUE, arr[ck.start:ck.stop]) for ck in cks]
+                futs.append(self._pool.submit(tr.push, self.worker_id, self.clock_value, items, self.deadline_s))
+        for f in futs:
+            f.result()
+
+    def push(self, name: str, grad: np.ndarray, copy: bool = True) -> cf.Future:
+        """Send this worker's gradient of ``name`` for the current clock. Returns a Future that
+        completes when every shard has it. With ``copy=False`` the caller must not modify ``grad``
+        until the future is done (saves one copy of the tensor)."""
+        self._check()
+        spec = self.layout.spec_by_name[name]
+        flat = np.array(grad, dtype=spec.dtype, copy=copy).reshape(-1)
+        if flat.size != spec.size:
+            raise ValueError(f"{name}: gradient has {flat.size} elements, param shape {spec.shape}")
+        clock = self.clock_value
+        parts = [self._pool.submit(tr.push, self.worker_id, clock,
+                                   [(ck.key, GRADIENT, flat[ck.start:ck.stop]) for ck in cks], self.deadline_s)
+                 for tr, cks in self._groups(name)]
+        fut = _gather(parts, lambda: None)
+        with self._lock:
+            self._pushed.add(name)
+            self._push_futures.append(fut)
+        return fut
+
+    def pull(self, name: str, min_clock: int = 0) -> cf.Future:
+        """Future of ``name``'s values (read-only ndarray of the param's shape) fresh enough for the
+        current clock ``c``: every worker's updates of clocks ``<= c - s - 1`` (and, with
+        ``min_clock``, applied clock ``>= min_clock``). Served from the local cache when the cached
+        copy already satisfies the rule."""
+        self._check()
+        spec = self.layout.spec_by_name[name]
+        c = self.clock_value
+        need = consistency.required_clock(c, self.staleness, min_clock)
+        cached = self._cache.get(name)
+        if cached is not None and cached[1] >= need and self._known_min_clock >= c - self.staleness:
+            f = cf.Future()
+            f.set_result(cached[0])
+            return f
+        out = np.empty(spec.size, dtype=spec.dtype)
+        starts = {ck.key: ck.start for ck in self.layout.by_param[name]}
+        applied = [1 << 62]
+
+        def fetch(tr, cks):
+            lowest = 1 << 62
+            for key, clk, buf in tr.pull(self.worker_id, c, [ck.key for ck in cks], min_clock, self.deadline_s):
+                src = np.frombuffer(buf, dtype=spec.dtype)
+                s0 = starts[key]
+                out[s0:s0 + src.size] = src
+                lowest = min(lowest, clk)
+            with self._lock:
+                applied[0] = min(applied[0], lowest)
+
+        def finish():
+            arr = out.reshape(spec.shape)
+            arr.flags.writeable = False
+            self._cache[name] = (arr, applied[0])
+            return arr
+
+        return _gather([self._pool.submit(fetch, tr, cks) for tr, cks in self._groups(name)], finish)
+
+    def pull_all(self, min_clock: int = 0) -> dict[str, np.ndarray]:
+        """Blocking pull of every param."""
+        futs = {s.name: self.pull(s.name, min_clock) for s in self.layout.specs}
+        return {n: f.result() for n, f in futs.items()}
+
+    def clock(self) -> int:
+        """End the current clock: params not pushed during it get a zero gradient (so every shard can
+        complete the clock), every shard learns the new clock. Returns the new clock value. Raises
+        the first error of an earlier push."""
+        self._check()
+        with self._lock:
+            missing = [s.name for s in self.layout.specs if s.name not in self._pushed]
+            self._pushed = set()
+            done = [f for f in self._push_futures if f.done()]
+            self._push_futures = [f for f in self._push_futures if not f.done()]
+        for f in done:
+            f.result()
+        c = self.clock_value
+        for name in missing:
+            parts = [self._pool.submit(tr.push, self.worker_id, c,
+                                       [(ck.key, ZERO_GRADIENT, None) for ck in cks], self.deadline_s)
+                     for tr, cks in self._groups(name)]
+            self._push_futures.append(_gather(parts, lambda: None))
+        self.clock_value = c + 1
+        futs = [self._pool.submit(tr.clock, self.worker_id, self.clock_value, self.deadline_s)
+                for tr in self.transports]
+        self._known_min_clock = max(self._known_min_clock, min(f.result() for f in futs))
+        return self.clock_value
+
+    def flush(self) -> None:
+        """Wait for every outstanding push (raises the first error)."""
+        with self._lock:
+            futs, self._push_futures = self._push_futures, []
+        for f in futs:
+            f.result()
+
+    def barrier(self) -> None:
+        """Wait until every worker has reached the same barrier (held on shard 0)."""
+        self._check()
+        self.transports[0].barrier(self.worker_id, self._barrier_id, self.deadline_s)
+        self._barrier_id += 1
+
+    # ---------------------------------------------------------------- snapshots
+    def get_solver_state(self) -> dict[str, dict[str, np.ndarray]]:
+        """The updater's per-element state as ``{param: {slot: ndarray of the param's shape}}``."""
+        self._check()
+        futs = [self._pool.submit(tr.get_solver_state, self.worker_id,
+                                  [ck.key for ck in self.layout.by_shard[i]], self.deadline_s)
+                for i, tr in enumerate(self.transports)]
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for f in futs:
+            for key, slot, arr in f.result():
+                ck = self.layout.chunks[key]
+                spec = self.layout.spec_by_name[ck.name]
+                if arr.size != ck.size:
+                    raise ValueError(f"state slot {slot!r} of {ck.name!r} is not per-element")
+                full = out.setdefault(ck.name, {}).setdefault(slot, np.zeros(spec.size, arr.dtype))
+                full[ck.start:ck.stop] = arr.reshape(-1)
+        return {n: {s: a.reshape(self.layout.spec_by_name[n].shape) for s, a in d.items()}
+                for n, d in out.items()}
+
+    def set_solver_state(self, state: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Restore what :meth:`get_solver_state` returned (blocks)."""
+        self._check()
+        per_shard: dict[int, list] = {}
+        for name, slots in state.items():
+            for slot, arr in slots.items():
+                flat = np.ascontiguousarray(arr).reshape(-1)
+                for ck in self.layout.by_param[name]:
+                    per_shard.setdefault(ck.shard, []).append((ck.key, slot, flat[ck.start:ck.stop]))
+        futs = [self._pool.submit(self.transports[i].set_solver_state, self.worker_id, entries, self.deadline_s)
+                for i, entries in per_shard.items()]
+        for f in futs:
+            f.result()
+
+    # ---------------------------------------------------------------- shutdown
+    def finish(self) -> None:
+        """Flush pushes, pass a final barrier and leave every shard cleanly."""
+        self.flush()
+        self.barrier()
+        self.close()
+
+    def close(self, stop_servers: bool = False) -> None:
+        """Leave every shard (best effort) and release threads and channels."""
+        for tr in self.transports:
+            try:
+                tr.leave(self.worker_id, stop_servers)
+            except ClusterError:
+                pass
+            tr.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
