@@ -1,0 +1,279 @@
+"""gRPC servicer of one shard: translates ``poseidon.ps.ParameterServer`` messages to a ShardStore.
+
+The service is registered through a generic handler rather than ``ps_pb2_grpc``'s base class so the
+two tensor-carrying methods (Push, Pull) can skip protobuf for the payload: their messages are framed
+and parsed by ``codec`` (wire-identical to ``ps_pb2.Chunk``, one copy instead of three).
+Errors: ClusterError -> FAILED_PRECONDITION with its one-line message; KeyError / ValueError
+(malformed request) -> INVALID_ARGUMENT.
+
+Run a shard as its own process::
+
+    python -m poseidon_cli.ps.server --job-id J --shard-id 0 --num-shards 2 --port 0 \
+        --port-file /tmp/shard0.port --updater sgd:lr=0.01
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import grpc
+
+from .._proto import ps_pb2
+from ..errors import ClusterError
+from . import codec
+from .store import PROTOCOL_VERSION, ShardStore
+from .updaters import make_updater
+
+SERVICE = "poseidon.ps.ParameterServer"
+# Tensors travel in <= 1 MiB chunks, but solver-state and layouts can be larger: no limit.
+CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+def _guard(fn):
+    """Map store errors to gRPC status codes carrying the one-line message."""
+    def wrapped(self, request, context):
+        try:
+            return fn(self, request, context)
+        except ClusterError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.one_line())
+        except (KeyError, ValueError) as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"shard {self.store.shard_id}: {e}")
+    return wrapped
+
+
+def _guard_stream(fn):
+    """``_guard`` for response-streaming methods (errors surface while iterating)."""
+    def wrapped(self, request, context):
+        try:
+            yield from fn(self, request, context)
+        except ClusterError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.one_line())
+        except (KeyError, ValueError) as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"shard {self.store.shard_id}: {e}")
+    return wrapped
+
+
+class ShardServicer:
+    """The ParameterServer methods for ``store``; ``on_stop`` is called by Shutdown(stop_server)."""
+
+    def __init__(self, store: ShardStore, on_stop=None):
+        self.store = store
+        self.on_stop = on_stop
+        self._hdr_cache: dict[int, bytes] = {}
+
+    def _header(self, clock: int = 0) -> ps_pb2.Header:
+        return ps_pb2.Header(job_id=self.store.job_id, worker_id=-1, clock=clock,
+                             protocol_version=self.store.protocol_version)
+
+    def _check_job(self, header) -> None:
+        if header.job_id != self.store.job_id:
+            raise ClusterError(f"shard {self.store.shard_id} serves job {self.store.job_id!r}; "
+                               f"worker {header.worker_id} sent a message for job {header.job_id!r}")
+
+    @_guard
+    def Register(self, req, context):
+        h = req.header
+        specs = [(p.name, tuple(p.shape), p.dtype) for p in req.params]
+        n = self.store.register(h.worker_id, h.job_id, h.protocol_version, req.num_workers,
+                                req.staleness, req.num_shards, req.chunk_bytes, specs)
+        return ps_pb2.RegisterReply(header=self._header(), shard_id=self.store.shard_id, num_owned_chunks=n)
+
+    @_guard
+    def Push(self, request_iterator, context):
+        accepted = dups = 0
+        for raw in request_iterator:
+            ch = codec.decode_chunk(raw)
+            h = ch.header
+            self._check_job(h)
+            if ch.kind == ps_pb2.VALUE:
+                self.store.set_value(ch.key, ch.data)
+                ok = True
+            else:
+                ok = self.store.push(h.worker_id, h.clock, ch.key,
+                                     None if ch.kind == ps_pb2.ZERO_GRADIENT else ch.data)
+            accepted += ok
+            dups += not ok
+        return ps_pb2.PushReply(header=self._header(), accepted=accepted, duplicates=dups)
+
+    def _render(self, ck, applied, value):
+        hdr = self._hdr_cache.get(applied)
+        if hdr is None:
+            hdr = codec.encode_header(self.store.job_id, -1, applied, self.store.protocol_version)
+            self._hdr_cache = {applied: hdr}  # clocks only grow: keep one
+        return codec.encode_chunk(hdr, ck.key, ps_pb2.VALUE, value)
+
+    @_guard_stream
+    def Pull(self, req, context):
+        h = req.header
+        self._check_job(h)
+        remaining = context.time_remaining()
+        # Answer (with the names of the laggards) a little before the caller's own deadline fires.
+        deadline = None if remaining is None else max(0.05, remaining - 0.25)
+        if deadline is not None and self.store.deadline_s is not None:
+            deadline = min(deadline, self.store.deadline_s)
+        yield from self.store.pull(h.worker_id, h.clock, list(req.keys), req.min_clock, deadline,
+                                   render=self._render)
+
+    @_guard
+    def Clock(self, req, context):
+        self._check_job(req.header)
+        m = self.store.clock(req.header.worker_id, req.header.clock)
+        return ps_pb2.ClockReply(header=self._header(m), min_worker_clock=m)
+
+    @_guard
+    def Barrier(self, req, context):
+        self._check_job(req.header)
+        remaining = context.time_remaining()
+        self.store.barrier(req.header.worker_id, req.barrier_id,
+                           None if remaining is None else max(0.05, remaining - 0.25))
+        return ps_pb2.Ack(header=self._header())
+
+    @_guard_stream
+    def GetSolverState(self, req, context):
+        self._check_job(req.header)
+        for key, slot, arr in self.store.get_solver_state(list(req.keys)):
+            yield ps_pb2.SolverStateChunk(header=self._header(), key=key, slot=slot, dtype=arr.dtype.name,
+                                          shape=list(arr.shape), data=arr.tobytes())
+
+    @_guard
+    def SetSolverState(self, request_iterator, context):
+        for m in request_iterator:
+            self._check_job(m.header)
+            arr = codec.from_bytes(m.data, m.dtype).reshape(tuple(m.shape))
+            self.store.set_solver_state(m.key, m.slot, arr)
+        return ps_pb2.Ack(header=self._header())
+
+    @_guard
+    def Shutdown(self, req, context):
+        self._check_job(req.header)
+        if req.header.worker_id >= 0:
+            self.store.leave(req.header.worker_id)
+        if req.stop_server and self.on_stop:
+            self.store.stop()
+            threading.Thread(target=self.on_stop, daemon=True).start()
+        return ps_pb2.Ack(header=self._header())
+
+    def _health_reply(self):
+        h = self.store.health()
+        return ps_pb2.HealthReply(header=self._header(), shard_id=h["shard_id"], serving=h["serving"],
+                                  worker_clocks=h["worker_clocks"], dead_workers=h["dead_workers"],
+                                  error=h["error"])
+
+    def Health(self, req, context):
+        return self._health_reply()
+
+    def Heartbeat(self, request_iterator, context):
+        """Lives as long as the worker: the stream ending without a clean leave marks it lost."""
+        worker = None
+        how = "its heartbeat stream closed"
+        try:
+            for req in request_iterator:
+                worker = req.header.worker_id
+                self.store.heartbeat(worker)
+        except Exception as e:  # noqa: BLE001 - any transport failure means the same thing here
+            how = f"its connection broke ({type(e).__name__})"
+        if worker is not None:
+            self.store.worker_lost(worker, f"{how}: process died or network failed")
+        return self._health_reply()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        P = ps_pb2
+        ident = None  # raw bytes in and out: codec frames them
+
+        def uu(fn, req):
+            return grpc.unary_unary_rpc_method_handler(fn, req.FromString, lambda m: m.SerializeToString())
+
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Register": uu(self.Register, P.RegisterRequest),
+            "Push": grpc.stream_unary_rpc_method_handler(self.Push, ident, P.PushReply.SerializeToString),
+            "Pull": grpc.unary_stream_rpc_method_handler(self.Pull, P.PullRequest.FromString, ident),
+            "Clock": uu(self.Clock, P.ClockRequest),
+            "Barrier": uu(self.Barrier, P.BarrierRequest),
+            "GetSolverState": grpc.unary_stream_rpc_method_handler(
+                self.GetSolverState, P.SolverStateRequest.FromString, P.SolverStateChunk.SerializeToString),
+            "SetSolverState": grpc.stream_unary_rpc_method_handler(
+                self.SetSolverState, P.SolverStateChunk.FromString, P.Ack.SerializeToString),
+            "Shutdown": uu(self.Shutdown, P.ShutdownRequest),
+            "Health": uu(self.Health, P.HealthRequest),
+            "Heartbeat": grpc.stream_unary_rpc_method_handler(
+                self.Heartbeat, P.HealthRequest.FromString, P.HealthReply.SerializeToString),
+        })
+
+
+class ShardServer:
+    """A gRPC server for one shard on ``host:port`` (port 0: pick a free one; ``start`` returns it).
+
+    ``max_workers`` bounds concurrent RPCs: every worker holds a heartbeat stream and may park pulls,
+    so it must exceed P * (1 + streams in flight)."""
+
+    def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store = store
+        self.host = host
+        self._server = grpc.server(ThreadPoolExecutor(max_workers, thread_name_prefix=f"shard{store.shard_id}"),
+                                   options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
+        self._stopped = threading.Event()
+        self._servicer = ShardServicer(store, on_stop=self.stop)
+        self._server.add_generic_rpc_handlers((self._servicer.handler(),))
+        try:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as e:
+            raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port} ({e})",
+                               "is the port in use?") from None
+        if not self.port:
+            raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port}", "is the port in use?")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> int:
+        self._server.start()
+        return self.port
+
+    def stop(self, grace: float | None = 0.5) -> None:
+        self.store.stop()
+        self._server.stop(grace).wait()
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m poseidon_cli.ps.server", description="Run one PS shard.")
+    ap.add_argument("--job-id", required=True)
+    ap.add_argument("--shard-id", type=int, required=True)
+    ap.add_argument("--num-shards", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file", help="write the bound port here (atomically) once serving")
+    ap.add_argument("--updater", default="sgd:lr=0.01")
+    ap.add_argument("--deadline-s", type=float, default=60.0)
+    ap.add_argument("--heartbeat-timeout-s", type=float, default=None)
+    a = ap.parse_args(argv)
+    store = ShardStore(a.shard_id, a.num_shards, a.job_id, make_updater(a.updater),
+                       deadline_s=a.deadline_s, heartbeat_timeout_s=a.heartbeat_timeout_s)
+    try:
+        server = ShardServer(store, a.host, a.port)
+    except ClusterError as e:
+        print(f"poseidon: error: {e.one_line()}", file=sys.stderr)
+        return 2
+    port = server.start()
+    if a.port_file:
+        tmp = a.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(port))
+        os.replace(tmp, a.port_file)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
+    while not server.wait(0.5):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
