@@ -1,0 +1,68 @@
+"""Shared base for element-wise ("neuron") layers: one bottom, one top of the same shape.
+
+Import explicitly (``from ._neuron import NeuronLayer``); modules starting with ``_`` are not
+registered. Subclasses implement ``forward`` and ``backward`` on arrays; this base handles the
+shape contract and the in-place case.
+
+In-place use (``top`` is ``bottom``, as ReLU/Dropout in every reference net): the forward output
+overwrites the input. A subclass whose backward can be written from the output alone (ReLU,
+Sigmoid, TanH, Exp, ELU, Dropout) ignores this. A subclass that needs the input itself sets
+``backward_needs_bottom = True``; forward then calls ``self.saved_bottom(bottom, top)`` before it
+overwrites anything, which keeps a copy only when the layer really runs in place, and backward
+reads ``self.bottom_data(bottom)``.
+"""
+from __future__ import annotations
+
+from .base import Layer
+
+
+def data_pointer(a) -> int:
+    """Device or host address of ``a``'s first element (to detect aliasing without copying)."""
+    iface = getattr(a, "__cuda_array_interface__", None)
+    if iface is None:
+        iface = a.__array_interface__
+    return iface["data"][0]
+
+
+def is_in_place(bottom, top) -> bool:
+    """True when top[0] writes into bottom[0]'s memory (same Blob, or Blobs sharing data)."""
+    b, t = bottom[0], top[0]
+    if b is t:
+        return True
+    return b.data.size > 0 and data_pointer(b.data) == data_pointer(t.data)
+
+
+class NeuronLayer(Layer):
+    """One bottom, one top, same shape; ``forward``/``backward`` element-wise."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+    #: backward reads the input x (not only the output y); forward keeps x when run in place
+    backward_needs_bottom = False
+
+    def __init__(self, param, phase=0):
+        super().__init__(param, phase)
+        self._bottom_copy = None
+        self._copy_valid = False
+
+    def reshape(self, bottom, top):
+        if top[0] is not bottom[0]:
+            top[0].reshape(bottom[0].shape)
+
+    def saved_bottom(self, bottom, top):
+        """Call at the start of forward: copy x if the layer runs in place and needs it later."""
+        if self.backward_needs_bottom and is_in_place(bottom, top):
+            x = bottom[0].data
+            if self._bottom_copy is None or self._bottom_copy.shape != x.shape \
+                    or self._bottom_copy.dtype != x.dtype:
+                self._bottom_copy = x.copy()
+            else:
+                self._bottom_copy[...] = x
+            self._copy_valid = True
+        else:
+            self._copy_valid = False
+
+    def bottom_data(self, bottom):
+        """The forward input x: the saved copy when run in place, else ``bottom[0].data``."""
+        if self._copy_valid:
+            return self._bottom_copy
+        return bottom[0].data
