@@ -1,0 +1,621 @@
+"""Net: a directed acyclic graph of layers built from a Caffe NetParameter (BVLC ``Net`` semantics).
+
+Construction (``Net(net, phase=TRAIN, weights=None, *, stages=(), level=0, context=RunContext(),
+seed=None, xp=None, base_dir=None, dtype=np.float32)``):
+
+1. ``net`` is a prototxt path (read and upgraded with ``config.load_net_param``) or a NetParameter
+   (copied, upgraded, data paths resolved against ``base_dir`` when given).
+2. NetState = the net's ``state`` with ``phase`` replaced, ``level`` replaced when non-zero and
+   ``stages`` added. Layers are kept or dropped by their include/exclude NetStateRules (Caffe's
+   ``StateMeetsRule``), BEFORE split insertion.
+3. Split layers are inserted where one blob feeds several bottoms (an explicit non-zero
+   ``loss_weight`` on a top counts as one more consumer; the weight moves to split top 0). Names:
+   layer ``<blob>_<producer>_<topidx>_split``, tops ``<blob>_<producer>_<topidx>_split_<k>``.
+4. Each layer is created, given ``xp``, ``dtype``, ``context`` and ``rng`` (``default_rng(seed +
+   index)`` when ``seed`` is given), and ``setup``. A top whose name is one of the layer's bottoms
+   is in place (the same Blob). Parameter blobs named by ``param { name }`` are shared (owner = the
+   first layer using the name; STRICT needs equal shapes, PERMISSIVE equal counts); sharers alias
+   the owner's data and diff arrays, so their backward accumulates into the owner's gradient.
+5. Backward need follows Caffe: lr_mult != 0 params or a bottom needing backward, pruned to layers
+   that reach a loss, ``propagate_down`` per bottom, ``force_backward`` (honouring
+   ``allow_force_backward``).
+
+Errors (``NetError``, one line): unknown layer type, a bottom no earlier layer produces, a top
+produced twice (not in place), include and exclude on one layer, layer arity / shape errors, shared
+parameter shape mismatch, ``copy_from`` blob count/shape mismatch.
+
+Layers must read their weights through ``self.blobs[i].data`` at every call (never cache the array
+at setup): sharing, ``copy_from`` and ``share_trained_layers_with`` may replace the arrays.
+
+Hooks for communication (the Net never imports ps/distributed):
+- ``add_before_forward(fn)``: ``fn(layer_index)`` before each layer's forward;
+- ``add_after_backward(fn)``: ``fn(layer_index)`` after each layer's backward step -- called for
+  EVERY layer index from last to first, also for layers that need no backward (as Caffe does);
+- ``param_ready_after[i]``: learnable-param indices whose gradient is final once layer i's
+  backward step is over (the lowest-index layer using the param); every learnable param appears
+  in exactly one list;
+- ``layer_learnable_params[i]``: learnable-param indices layer i reads in forward.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from . import backend, config
+from ._proto import caffe_pb2
+from .blob import Blob
+from .errors import NetError
+from .layers import create_layer
+from .layers.base import TEST, TRAIN, RunContext
+
+__all__ = ["Net", "filter_net", "insert_splits", "state_meets_rule", "TRAIN", "TEST"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Filtering by NetState
+# ------------------------------------------------------------------------------------------------
+
+def state_meets_rule(state, rule) -> bool:
+    """Caffe's StateMeetsRule: phase, level range, required stages, forbidden stages."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(param, state):
+    """A copy of NetParameter ``param`` with only the layers ``state`` includes."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for layer in param.layer:
+        if layer.include and layer.exclude:
+            raise NetError(f"layer '{layer.name}': has both include and exclude rules; "
+                           f"give one kind only")
+        if layer.include:
+            keep = any(state_meets_rule(state, r) for r in layer.include)
+        else:
+            keep = not any(state_meets_rule(state, r) for r in layer.exclude)
+        if keep:
+            out.layer.add().CopyFrom(layer)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Split insertion
+# ------------------------------------------------------------------------------------------------
+
+def split_layer_name(blob, producer, top_idx):
+    return f"{blob}_{producer}_{top_idx}_split"
+
+
+def split_blob_name(blob, producer, top_idx, k):
+    return f"{blob}_{producer}_{top_idx}_split_{k}"
+
+
+def insert_splits(param):
+    """A copy of ``param`` with Split layers after every top consumed more than once."""
+    last_top = {}            # blob name -> (layer idx, top idx) of its newest producer
+    source_of = {}           # (layer idx, bottom idx) -> (layer idx, top idx)
+    consumers = {}           # (layer idx, top idx) -> count
+    loss_w = {}
+    for i, layer in enumerate(param.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in last_top:
+                raise NetError(f"layer '{layer.name}' (type {layer.type}) needs bottom '{name}' "
+                               f"which no earlier layer produces")
+            src = last_top[name]
+            source_of[(i, j)] = src
+            consumers[src] = consumers.get(src, 0) + 1
+        for j, name in enumerate(layer.top):
+            last_top[name] = (i, j)
+        for j, w in enumerate(layer.loss_weight):
+            if w != 0 and j < len(layer.top):
+                consumers[(i, j)] = consumers.get((i, j), 0) + 1
+                loss_w[(i, j)] = w
+
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    next_split = {}
+    for i, layer in enumerate(param.layer):
+        new = out.layer.add()
+        new.CopyFrom(layer)
+        for j, name in enumerate(layer.bottom):
+            src = source_of[(i, j)]
+            if consumers.get(src, 0) > 1:
+                k = next_split.get(src, 0)
+                next_split[src] = k + 1
+                new.bottom[j] = split_blob_name(name, param.layer[src[0]].name, src[1], k)
+        for j, name in enumerate(layer.top):
+            n = consumers.get((i, j), 0)
+            if n <= 1:
+                continue
+            w = loss_w.get((i, j), 0.0)
+            split = out.layer.add()
+            split.name = split_layer_name(name, layer.name, j)
+            split.type = "Split"
+            split.bottom.append(name)
+            for k in range(n):
+                split.top.append(split_blob_name(name, layer.name, j, k))
+            if w:
+                split.loss_weight.extend([w] + [0.0] * (n - 1))
+                # the producer no longer reports this top as loss; its other tops keep theirs
+                lw = list(new.loss_weight)
+                lw[j] = 0.0
+                del new.loss_weight[:]
+                new.loss_weight.extend(lw)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# BlobProto encoding (packed floats straight from the array: fast for big models)
+# ------------------------------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _packed_field(field: int, payload: bytes) -> bytes:
+    return _varint((field << 3) | 2) + _varint(len(payload)) + payload
+
+
+def blob_to_proto(blob, out=None, write_diff=False):
+    """Write ``blob`` into BlobProto ``out`` (BVLC layout: ``shape`` + packed data[/diff]; float64
+    blobs use double_data/double_diff like Caffe's Blob<double>)."""
+    out = out if out is not None else caffe_pb2.BlobProto()
+    out.Clear()
+    dims = b"".join(_varint(int(d)) for d in blob.shape)
+    shape_msg = _packed_field(1, dims) if dims else b""
+    buf = _packed_field(7, shape_msg)
+    if blob.dtype == np.float64:
+        fd, ff, dt = 8, 9, "<f8"
+    else:
+        fd, ff, dt = 5, 6, "<f4"
+    data = np.ascontiguousarray(backend.to_host(blob.data), dtype=dt).tobytes()
+    if data:
+        buf += _packed_field(fd, data)
+    if write_diff:
+        diff = np.ascontiguousarray(backend.to_host(blob.diff), dtype=dt).tobytes()
+        if diff:
+            buf += _packed_field(ff, diff)
+    out.MergeFromString(buf)
+    return out
+
+
+def blob_proto_values(bp):
+    """The values of a BlobProto as a float64 host array (``data`` or ``double_data``)."""
+    if len(bp.double_data):
+        return np.asarray(bp.double_data, dtype=np.float64)
+    return np.asarray(bp.data, dtype=np.float32)
+
+
+def _strip_ones(shape):
+    shape = tuple(shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+# ------------------------------------------------------------------------------------------------
+# Net
+# ------------------------------------------------------------------------------------------------
+
+class Net:
+    """See the module docstring for the contract."""
+
+    def __init__(self, net, phase=TRAIN, weights=None, *, stages=(), level=0,
+                 context=RunContext(), seed=None, xp=None, base_dir=None, dtype=np.float32):
+        if isinstance(phase, str):
+            phase = {"TRAIN": TRAIN, "TEST": TEST}[phase.upper()]
+        self.phase = int(phase)
+        self.xp = xp or backend.default_xp()
+        self.dtype = dtype
+        self.context = context
+        self.seed = seed
+        if isinstance(net, (str, os.PathLike)):
+            self.source = os.fspath(net)
+            param = config.load_net_param(net)
+        else:
+            self.source = None
+            param = caffe_pb2.NetParameter()
+            param.CopyFrom(net)
+            config.upgrade_net(param)
+            if base_dir is not None:
+                config.resolve_net_paths(param, base_dir)
+        state = caffe_pb2.NetState()
+        state.CopyFrom(param.state)
+        state.phase = self.phase
+        if level:
+            state.level = level
+        for s in stages:
+            if s not in state.stage:
+                state.stage.append(s)
+        self.state = state
+        self.filtered_param = filter_net(param, state)
+        self.param = insert_splits(self.filtered_param)
+        self.name = param.name
+        self.force_backward = param.force_backward
+        self._before_forward = []
+        self._after_backward = []
+        self._build()
+        if weights:
+            self.copy_from(weights)
+
+    # -- construction ------------------------------------------------------------------------------
+    def _build(self):
+        self.layers = []
+        self.layer_names = []
+        self.blobs = OrderedDict()
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_names, self.top_names = [], []
+        self.inputs = []
+        self.params = OrderedDict()
+        self.learnable_params = []
+        self.learnable_param_names = []
+        self.params_lr, self.params_weight_decay = [], []
+        self._has_lr, self._has_decay = [], []
+        self._param_owner_index = {}     # shared name -> learnable index
+        self.layer_learnable_params = []
+        self.param_ready_after = []
+        blob_need_backward = {}
+        self.bottom_need_backward = []
+        self.layer_need_backward = []
+        consumed = set()
+
+        for li, lp in enumerate(self.param.layer):
+            layer = create_layer(lp, self.phase)
+            layer.xp = self.xp
+            layer.dtype = self.dtype
+            layer.context = self.context
+            if self.seed is not None:
+                layer.rng = np.random.default_rng(self.seed + li)
+            if lp.propagate_down and len(lp.propagate_down) != len(lp.bottom):
+                raise layer.error(f"has {len(lp.propagate_down)} propagate_down value(s) but "
+                                  f"{len(lp.bottom)} bottom(s)")
+            bottoms, bnb = [], []
+            need_backward = False
+            for j, name in enumerate(lp.bottom):
+                blob = self.blobs[name]
+                bottoms.append(blob)
+                consumed.add(name)
+                nb = blob_need_backward[name]
+                need_backward |= nb
+                if lp.propagate_down:
+                    nb = bool(lp.propagate_down[j])
+                bnb.append(nb)
+            tops = []
+            for j, name in enumerate(lp.top):
+                if name in lp.bottom:
+                    tops.append(self.blobs[name])
+                    continue
+                if name in self.blobs:
+                    raise layer.error(f"top '{name}' is already produced by an earlier layer "
+                                      f"(only in-place use, top == bottom, may repeat a name)")
+                blob = Blob((), xp=self.xp, dtype=self.dtype)
+                self.blobs[name] = blob
+                tops.append(blob)
+            if lp.type == "Input":
+                self.inputs.extend(lp.top)
+            try:
+                layer.setup(bottoms, tops)
+            except NetError:
+                raise
+            except (ValueError, IndexError) as exc:
+                shapes = ", ".join(str(b.shape) for b in bottoms)
+                raise layer.error(f"setup failed for bottom shape(s) [{shapes}]: {exc}") from None
+
+            # parameters
+            lp_layer = layer.param   # layer_setup may add specs (BatchNorm's lr_mult 0)
+            if len(lp_layer.param) > len(layer.blobs):
+                raise layer.error(f"has {len(lp_layer.param)} param {{}} specs but only "
+                                  f"{len(layer.blobs)} parameter blob(s)")
+            layer.param_propagate_down = list(layer.param_propagate_down) + \
+                [True] * (len(layer.blobs) - len(layer.param_propagate_down))
+            lindices = []
+            for pi, blob in enumerate(layer.blobs):
+                spec = lp_layer.param[pi] if pi < len(lp_layer.param) else None
+                lr = spec.lr_mult if spec is not None else 1.0
+                pnb = lr != 0
+                layer.param_propagate_down[pi] = pnb
+                need_backward |= pnb
+                lindices.append(self._append_param(layer, li, pi, blob, spec))
+            self.layer_learnable_params.append(sorted(set(lindices)))
+            if layer.blobs:
+                self.params[lp.name] = layer.blobs
+            for name in lp.top:
+                blob_need_backward[name] = need_backward
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+            self.bottom_vecs.append(bottoms)
+            self.top_vecs.append(tops)
+            self.bottom_names.append(list(lp.bottom))
+            self.top_names.append(list(lp.top))
+            self.layer_need_backward.append(need_backward)
+            self.bottom_need_backward.append(bnb)
+
+        # Prune to layers whose output reaches a loss (walk backward, Caffe's rule).
+        under_loss, skip_bp = set(), set()
+        for li in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[li]
+            contributes = False
+            skip = True
+            for j, name in enumerate(self.top_names[li]):
+                if layer.loss_weights[j] != 0 or name in under_loss:
+                    contributes = True
+                if name not in skip_bp:
+                    skip = False
+            if self.layer_need_backward[li] and skip:
+                self.layer_need_backward[li] = False
+                self.bottom_need_backward[li] = [False] * len(self.bottom_names[li])
+            if not contributes:
+                self.layer_need_backward[li] = False
+            for j, name in enumerate(self.bottom_names[li]):
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[li][j] = False
+                if not self.bottom_need_backward[li][j]:
+                    skip_bp.add(name)
+        if self.force_backward:
+            for li, layer in enumerate(self.layers):
+                self.layer_need_backward[li] = True
+                for j in range(len(self.bottom_names[li])):
+                    self.bottom_need_backward[li][j] = (self.bottom_need_backward[li][j]
+                                                        or layer.allow_force_backward(j))
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+        # Outputs: produced, never consumed, sorted by name (Caffe iterates a std::set).
+        produced = [n for names in self.top_names for n in names]
+        self.outputs = sorted(set(n for n in produced if n not in consumed))
+        self.output_blob_names = self.outputs
+        self.output_loss_weights = []
+        for name in self.outputs:
+            w = 0.0
+            for li in range(len(self.layers) - 1, -1, -1):
+                if name in self.top_names[li]:
+                    w = self.layers[li].loss_weights[self.top_names[li].index(name)]
+                    break
+            self.output_loss_weights.append(w)
+
+        # Readiness of gradients: final after the lowest-index layer that uses the param.
+        last_user = {}
+        for li, idxs in enumerate(self.layer_learnable_params):
+            for k in idxs:
+                last_user.setdefault(k, li)
+        self.param_ready_after = [[] for _ in self.layers]
+        for k, li in sorted(last_user.items()):
+            self.param_ready_after[li].append(k)
+        self._loss_tops = [(blob, w) for li, layer in enumerate(self.layers)
+                           for blob, w in zip(self.top_vecs[li], layer.loss_weights) if w != 0]
+
+    def _append_param(self, layer, li, pi, blob, spec):
+        pname = spec.name if spec is not None else ""
+        display = f"{layer.name}/{pi}"
+        if not pname or pname not in self._param_owner_index:
+            idx = len(self.learnable_params)
+            self.learnable_params.append(blob)
+            self.learnable_param_names.append(display)
+            self.params_lr.append(spec.lr_mult if spec is not None else 1.0)
+            self.params_weight_decay.append(spec.decay_mult if spec is not None else 1.0)
+            self._has_lr.append(spec is not None and spec.HasField("lr_mult"))
+            self._has_decay.append(spec is not None and spec.HasField("decay_mult"))
+            if pname:
+                self._param_owner_index[pname] = idx
+            return idx
+        idx = self._param_owner_index[pname]
+        owner = self.learnable_params[idx]
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if owner.count != blob.count:
+                raise layer.error(f"cannot share param '{pname}' (param {pi}): count "
+                                  f"{blob.count} {blob.shape} != owner's {owner.count} "
+                                  f"{owner.shape} (PERMISSIVE needs equal counts)")
+        elif owner.shape != blob.shape:
+            raise layer.error(f"cannot share param '{pname}' (param {pi}): shape {blob.shape} "
+                              f"!= owner's {owner.shape} (STRICT share_mode; use PERMISSIVE to "
+                              f"share by count)")
+        blob.share_data(owner)
+        blob.share_diff(owner)
+        if spec.HasField("lr_mult"):
+            if self._has_lr[idx] and self.params_lr[idx] != spec.lr_mult:
+                raise layer.error(f"shared param '{pname}' has lr_mult {spec.lr_mult} but its "
+                                  f"owner has {self.params_lr[idx]}")
+            self.params_lr[idx] = spec.lr_mult
+            self._has_lr[idx] = True
+        if spec.HasField("decay_mult"):
+            if self._has_decay[idx] and self.params_weight_decay[idx] != spec.decay_mult:
+                raise layer.error(f"shared param '{pname}' has decay_mult {spec.decay_mult} but "
+                                  f"its owner has {self.params_weight_decay[idx]}")
+            self.params_weight_decay[idx] = spec.decay_mult
+            self._has_decay[idx] = True
+        return idx
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def add_before_forward(self, fn):
+        self._before_forward.append(fn)
+
+    def add_after_backward(self, fn):
+        self._after_backward.append(fn)
+
+    # -- running -----------------------------------------------------------------------------------
+    def reshape(self):
+        """Re-run every layer's reshape (after an input blob changed shape)."""
+        for li, layer in enumerate(self.layers):
+            layer.reshape(self.bottom_vecs[li], self.top_vecs[li])
+        for blob, w in self._loss_tops:
+            blob.diff[...] = w
+
+    def forward_from_to(self, start=0, end=None) -> float:
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        hooks = self._before_forward
+        for li in range(start, end + 1):
+            for fn in hooks:
+                fn(li)
+            loss += self.layers[li].forward_loss(self.bottom_vecs[li], self.top_vecs[li])
+        return loss
+
+    def forward_prefilled(self) -> float:
+        """Run every layer (data layers fetch their own batch); return the weighted loss."""
+        return self.forward_from_to(0, len(self.layers) - 1)
+
+    def backward_from_to(self, start=None, end=0):
+        start = len(self.layers) - 1 if start is None else start
+        hooks = self._after_backward
+        for li in range(start, end - 1, -1):
+            if self.layer_need_backward[li]:
+                self.layers[li].backward(self.top_vecs[li], self.bottom_need_backward[li],
+                                         self.bottom_vecs[li])
+            for fn in hooks:
+                fn(li)
+
+    def backward_all(self):
+        self.backward_from_to(len(self.layers) - 1, 0)
+
+    def forward_backward(self) -> float:
+        loss = self.forward_prefilled()
+        self.backward_all()
+        return loss
+
+    def clear_param_diffs(self):
+        for blob in self.learnable_params:
+            blob.diff[...] = 0
+
+    def _layer_index(self, name, default):
+        if name is None:
+            return default
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise NetError(f"net '{self.name}': no layer named '{name}'") from None
+
+    def forward(self, blobs=None, start=None, end=None, **inputs):
+        """pycaffe ``forward``: copy ``inputs`` (name -> array) into the input blobs (reshaping the
+        net if a shape changed), run layers ``start``..``end`` (names), return {output: array} for
+        the outputs plus any names in ``blobs``."""
+        reshape = False
+        for name, value in inputs.items():
+            if name not in self.blobs:
+                raise NetError(f"net '{self.name}': no blob named '{name}' to feed")
+            blob = self.blobs[name]
+            arr = backend.asarray(value, self.xp)
+            if tuple(arr.shape) != blob.shape:
+                blob.reshape(arr.shape)
+                reshape = True
+            blob.data[...] = arr
+        if reshape:
+            self.reshape()
+        s = self._layer_index(start, 0)
+        e = self._layer_index(end, len(self.layers) - 1)
+        self.forward_from_to(s, e)
+        names = list(self.outputs) if end is None else list(self.top_names[e])
+        names += [b for b in (blobs or []) if b not in names]
+        return {n: self.blobs[n].data for n in names}
+
+    def backward(self, diffs=None, start=None, end=None, **top_diffs):
+        """pycaffe ``backward``: set the given blobs' diffs, run backward from ``start`` down to
+        ``end`` (names), return {input: diff} for the net inputs plus any names in ``diffs``."""
+        for name, value in top_diffs.items():
+            if name not in self.blobs:
+                raise NetError(f"net '{self.name}': no blob named '{name}'")
+            self.blobs[name].diff[...] = backend.asarray(value, self.xp)
+        s = self._layer_index(start, len(self.layers) - 1)
+        e = self._layer_index(end, 0)
+        self.backward_from_to(s, e)
+        names = list(self.inputs) + [d for d in (diffs or []) if d not in self.inputs]
+        return {n: self.blobs[n].diff for n in names}
+
+    # -- sharing / weights -------------------------------------------------------------------------
+    def share_trained_layers_with(self, other: "Net"):
+        """Alias the weight arrays of every layer of ``other`` with the same name (test nets)."""
+        for li, name in enumerate(self.layer_names):
+            if name not in other.layer_names:
+                continue
+            src = other.layers[other.layer_names.index(name)]
+            mine = self.layers[li]
+            if len(src.blobs) != len(mine.blobs):
+                raise mine.error(f"cannot share weights with the train net: {len(src.blobs)} "
+                                 f"blob(s) there, {len(mine.blobs)} here")
+            for j, (a, b) in enumerate(zip(src.blobs, mine.blobs)):
+                if a.shape != b.shape:
+                    raise mine.error(f"cannot share param {j} with the train net: shape "
+                                     f"{a.shape} there, {b.shape} here")
+                b.share_data(a)
+
+    def copy_from(self, source):
+        """Copy weights by layer name from a .caffemodel path or a NetParameter with blobs.
+
+        Source layers missing here are ignored; a matching layer must have as many blobs; a blob
+        must have the target shape, ignoring leading 1s (so legacy 4-D (1,1,N,K) InnerProduct
+        weights and (1,1,1,N) biases load). Raises NetError naming layer and both shapes."""
+        if isinstance(source, (str, os.PathLike)):
+            where = os.fspath(source)
+            src = config.load_caffemodel(source)
+        else:
+            where = "weights"
+            src = caffe_pb2.NetParameter()
+            src.CopyFrom(source)
+            config.upgrade_net(src)
+        index = {n: i for i, n in enumerate(self.layer_names)}
+        for sl in src.layer:
+            li = index.get(sl.name)
+            if li is None:
+                continue
+            layer = self.layers[li]
+            if len(sl.blobs) != len(layer.blobs):
+                raise NetError(f"{where}: layer '{sl.name}' has {len(sl.blobs)} blob(s) but the "
+                               f"net's layer has {len(layer.blobs)}; incompatible model")
+            for j, (bp, blob) in enumerate(zip(sl.blobs, layer.blobs)):
+                shape = config.blob_shape(bp)
+                if _strip_ones(shape) != _strip_ones(blob.shape):
+                    raise NetError(f"{where}: cannot copy param {j} of layer '{sl.name}': source "
+                                   f"shape {shape} does not match target shape {blob.shape}")
+                values = blob_proto_values(bp)
+                if values.size != blob.count:
+                    raise NetError(f"{where}: param {j} of layer '{sl.name}' holds {values.size} "
+                                   f"values for shape {shape}")
+                blob.data[...] = self.xp.asarray(values.reshape(blob.shape).astype(blob.dtype))
+
+    def to_proto(self, write_diff=False):
+        """The net (filtered, splits inserted) as a NetParameter with every layer's blobs."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer in self.layers:
+            lp = out.layer.add()
+            lp.CopyFrom(layer.param)
+            del lp.blobs[:]
+            for blob in layer.blobs:
+                blob_to_proto(blob, lp.blobs.add(), write_diff)
+        return out
+
+    def save(self, path, write_diff=False):
+        """Write a BVLC .caffemodel (binary NetParameter) atomically."""
+        config.write_binary(self.to_proto(write_diff), path)
+
+    # -- misc --------------------------------------------------------------------------------------
+    @property
+    def loss_layer_indices(self):
+        return [i for i, layer in enumerate(self.layers) if any(w != 0 for w in layer.loss_weights)]
+
+    def __repr__(self):
+        return f"<Net {self.name!r} phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
+               f"layers={len(self.layers)}>"
+
