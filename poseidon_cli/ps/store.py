@@ -166,12 +166,15 @@ class ShardStore:
             return 0  # an unregistered worker is at clock 0
         return min(self._worker_clock.values())
 
-    def _wait(self, ready: Callable[[], bool], deadline_s: float | None,
+    def _wait(self, waiter: int, ready: Callable[[], bool], deadline_s: float | None,
               explain: Callable[[float], str]) -> None:
-        """Block until ``ready()`` (called under the lock). Caller holds the lock."""
+        """Block worker ``waiter`` until ``ready()`` (called under the lock). Caller holds the lock."""
         limit = self.deadline_s if deadline_s is None else deadline_s
         t0 = time.monotonic()
         while True:
+            # A worker blocked in a call to us is alive even if its heartbeat thread is starved.
+            if waiter in self._last_seen:
+                self._last_seen[waiter] = time.monotonic()
             self._check_alive()
             if ready():
                 return
@@ -268,7 +271,7 @@ class ShardStore:
                             return True
                     return False
 
-                self._wait(ready_now, t_end - time.monotonic(),
+                self._wait(worker_id, ready_now, t_end - time.monotonic(),
                            lambda _l: self._explain_pull(worker_id, pull_clock, min_clock, remaining, limit))
                 mwc = self._min_worker_clock()
                 still = []
@@ -334,7 +337,7 @@ class ShardStore:
                 return [w for w in range(self.num_workers)
                         if self._barrier.get(w, 0) <= barrier_id and w not in self._left]
 
-            self._wait(lambda: not missing(), deadline_s,
+            self._wait(worker_id, lambda: not missing(), deadline_s,
                        lambda limit: f"shard {self.shard_id}: barrier {barrier_id} waited {limit:.1f}s "
                                      f"for worker(s) {missing()}")
 
