@@ -190,3 +190,7 @@ def test_pull_deadline_and_lost_worker_name_the_worker():
     with pytest.raises(ClusterError, match=r"lost worker\(s\) \[1\]"):
         clients[0].pull("fc.0").result()
     assert time.monotonic() - t0 < 3
+    for st in stores:
+        st.stop()  # fail any wait still parked so no thread outlives the test
+    for c in clients:
+        c.close()
