@@ -239,14 +239,16 @@ def _backward_weight(x, dy, g):
     return xp.ascontiguousarray(dw2.reshape(g.O, g.kh, g.kw, g.Cg).transpose(0, 3, 1, 2))
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, dilation=1, group=1):
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, dilation=1, group=1, method=None):
     """Gradient of the convolution w.r.t. its input: ``dx`` of shape ``x_shape`` (a fresh array).
-    ``dy`` is ``(N, O, Ho, Wo)``; ``w`` is ``(O, C/group, kh, kw)``."""
+    ``dy`` is ``(N, O, Ho, Wo)``; ``w`` is ``(O, C/group, kh, kw)``. ``method`` forces an
+    algorithm ("flip": stride-1 only; "col2im": any); None picks the faster (same result)."""
     g = _Geom(x_shape, w.shape, stride, pad, dilation, group)
-    return _backward_data(dy, w, g)
+    return _backward_data(dy, w, g, method)
 
 
-def _backward_data(dy, w, g):
+def _backward_data(dy, w, g, method=None):
+    """``method``: "flip" (stride-1 forward with the flipped kernel), "col2im", or None = pick."""
     xp = get_array_module(dy, w)
     N, Ho, Wo = g.N, g.Ho, g.Wo
     if g.pointwise:
@@ -260,7 +262,14 @@ def _backward_data(dy, w, g):
 
     ph2 = g.dh * (g.kh - 1) - g.ph
     pw2 = g.dw * (g.kw - 1) - g.pw
-    if g.sh == g.sw == 1 and ph2 >= 0 and pw2 >= 0:
+    flip_ok = g.sh == g.sw == 1 and ph2 >= 0 and pw2 >= 0
+    if method is None:
+        # The flipped-kernel forward computes over the padded H x W grid; col2im's GEMM over the
+        # Ho x Wo grid. Flip wins when they are about the same ("same" convs), col2im otherwise.
+        method = "flip" if flip_ok and g.H * g.W <= 1.25 * g.Ho * g.Wo else "col2im"
+    if method == "flip":
+        if not flip_ok:
+            raise ValueError("flip backward-data needs stride 1 and pad <= dilation*(k-1)")
         # Stride 1: dx = correlation of dy with the flipped kernel, channels swapped per group.
         wf = xp.empty((g.C, g.Og, g.kh, g.kw), dtype=w.dtype)
         for gi in range(g.g):
