@@ -1,0 +1,153 @@
+"""Snapshots in BVLC Caffe's binary formats: ``<prefix>_iter_<N>.caffemodel`` (NetParameter with
+every layer's blobs) and ``<prefix>_iter_<N>.solverstate`` (SolverState: iter = 1, learned_net = 2,
+history = 3, current_step = 4).
+
+History BlobProtos are written like Caffe's ``Blob::ToProto``: ``shape`` plus packed ``data``
+(float32) or ``double_data`` (float64), in SolverState order (every param's first history array,
+then, for AdaDelta/Adam, every param's second).
+
+Errors (``SolverError``, one line): HDF5 snapshots (``snapshot_format: HDF5`` or a ``.h5`` path),
+a solverstate whose history does not fit the net (count or shape), a learned_net whose name or
+blob shapes differ from the net being trained, a missing learned_net file.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import backend, config
+from .._proto import caffe_pb2
+from ..errors import SolverError
+
+
+def snapshot_filename(prefix: str, it: int, ext: str) -> str:
+    return f"{prefix}_iter_{int(it)}{ext}"
+
+
+def check_not_hdf5(path: str = "", fmt=None, where: str = "solver"):
+    if fmt == caffe_pb2.SolverParameter.HDF5:
+        raise SolverError(f"{where}: snapshot_format HDF5 is not supported",
+                          "remove snapshot_format (BINARYPROTO is the default)")
+    if path.endswith(".h5"):
+        raise SolverError(f"{path}: HDF5 snapshots are not supported",
+                          "resume from a .solverstate written in binary proto format")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _len_field(field: int, payload: bytes) -> bytes:
+    return _varint((field << 3) | 2) + _varint(len(payload)) + payload
+
+
+def array_to_blobproto(array) -> caffe_pb2.BlobProto:
+    """A BlobProto with ``shape`` and packed data (float64 arrays -> ``double_data``)."""
+    host = backend.to_host(array)
+    dims = b"".join(_varint(int(d)) for d in host.shape)
+    buf = _len_field(7, _len_field(1, dims) if dims else b"")
+    if host.dtype == np.float64:
+        field, dt = 8, "<f8"
+    else:
+        field, dt = 5, "<f4"
+    payload = np.ascontiguousarray(host, dtype=dt).tobytes()
+    if payload:
+        buf += _len_field(field, payload)
+    bp = caffe_pb2.BlobProto()
+    bp.MergeFromString(buf)
+    return bp
+
+
+def blobproto_to_array(bp) -> np.ndarray:
+    if len(bp.double_data):
+        return np.asarray(bp.double_data, dtype=np.float64)
+    return np.asarray(bp.data, dtype=np.float32)
+
+
+def write_solverstate(path: str, it: int, learned_net: str, history_flat, current_step: int = 0):
+    state = caffe_pb2.SolverState()
+    state.iter = int(it)
+    state.learned_net = learned_net
+    state.current_step = int(current_step)
+    for arr in history_flat:
+        state.history.append(array_to_blobproto(arr))
+    config.write_binary(state, path)
+
+
+def read_solverstate(path: str):
+    check_not_hdf5(path)
+    if not os.path.isfile(path):
+        raise SolverError(f"{path}: no such solverstate file",
+                          "pass --snapshot <prefix>_iter_<N>.solverstate as written by a snapshot")
+    return config.load_solverstate(path)
+
+
+def locate_learned_net(state_path: str, learned_net: str) -> str:
+    """The learned_net path as stored, or, when the snapshot was moved, the same file name next to
+    the solverstate."""
+    if not learned_net:
+        return ""
+    if os.path.isfile(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(os.path.abspath(state_path)), os.path.basename(learned_net))
+    if os.path.isfile(beside):
+        return beside
+    raise SolverError(f"{state_path}: learned_net {learned_net} does not exist",
+                      "keep the .caffemodel next to its .solverstate")
+
+
+def check_model_matches(net, model, where: str):
+    """Raise unless ``model`` (a NetParameter with blobs) fits ``net``: same name (when both have
+    one) and, for every layer of ``net`` with params, a layer of that name with the same blob shapes."""
+    if model.name and net.name and model.name != net.name:
+        raise SolverError(f"{where}: snapshot is of net '{model.name}' but the solver trains "
+                          f"'{net.name}'", "resume with the solver that wrote the snapshot")
+    by_name = {lp.name: lp for lp in model.layer}
+    for name, layer in zip(net.layer_names, net.layers):
+        if not layer.blobs:
+            continue
+        lp = by_name.get(name)
+        if lp is None:
+            raise SolverError(f"{where}: snapshot has no layer '{name}' of net '{net.name}'",
+                              "resume with the solver that wrote the snapshot")
+        if len(lp.blobs) != len(layer.blobs):
+            raise SolverError(f"{where}: layer '{name}' has {len(lp.blobs)} blob(s) in the snapshot "
+                              f"but {len(layer.blobs)} in the net")
+        for j, (bp, blob) in enumerate(zip(lp.blobs, layer.blobs)):
+            shape = config.blob_shape(bp)
+            if _strip_ones(shape) != _strip_ones(blob.shape):
+                raise SolverError(f"{where}: param {j} of layer '{name}' has shape {shape} in the "
+                                  f"snapshot but {tuple(blob.shape)} in the net",
+                                  "resume with the solver that wrote the snapshot")
+
+
+def _strip_ones(shape):
+    shape = tuple(int(d) for d in shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def history_from_state(state, params, num_history: int, where: str, xp):
+    """SolverState.history -> flat list of arrays shaped like ``params`` (SolverState order)."""
+    expected = len(params) * num_history
+    if len(state.history) != expected:
+        raise SolverError(f"{where}: solverstate holds {len(state.history)} history blob(s) but the "
+                          f"net has {len(params)} learnable param(s) x {num_history} for this solver "
+                          f"type = {expected}", "resume with the same net and solver type")
+    out = []
+    for k, bp in enumerate(state.history):
+        p = params[k % len(params)]
+        values = blobproto_to_array(bp)
+        if values.size != p.count:
+            raise SolverError(f"{where}: history blob {k} has {values.size} values but learnable "
+                              f"param {k % len(params)} has shape {tuple(p.shape)}")
+        out.append(xp.asarray(values.reshape(p.shape).astype(p.dtype)))
+    return out
