@@ -99,6 +99,71 @@ def bench_raw(nbytes: int, rounds: int, tmp: str) -> list[float]:
         proc.wait(30)
 
 
+# ---------------------------------------------------------------------------- bare gRPC
+def grpc_server(port_file: str, nbytes: int, chunk: int) -> None:
+    """Bare gRPC streaming with no PS logic: the ceiling gRPC Python itself sets on this machine."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    blob = b"x" * chunk
+    done = threading.Event()
+
+    def push(it, ctx):
+        for _ in it:
+            pass
+        return b""
+
+    def pull(req, ctx):
+        left = nbytes
+        while left > 0:
+            yield blob[:min(chunk, left)]
+            left -= chunk
+
+    def stop(req, ctx):
+        done.set()
+        return b""
+
+    srv = grpc.server(ThreadPoolExecutor(8), options=opts)
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bare", {
+        "Push": grpc.stream_unary_rpc_method_handler(push), "Pull": grpc.unary_stream_rpc_method_handler(pull),
+        "Stop": grpc.unary_unary_rpc_method_handler(stop)}),))
+    port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    pathlib.Path(port_file + ".tmp").write_text(str(port))
+    os.replace(port_file + ".tmp", port_file)
+    done.wait()
+    srv.stop(0.2)
+
+
+def bench_bare_grpc(nbytes: int, rounds: int, tmp: str, chunk: int) -> list[float]:
+    import grpc
+
+    pf = os.path.join(tmp, "bare.port")
+    proc = subprocess.Popen([sys.executable, __file__, "--grpc-server", pf, "--raw-bytes", str(nbytes),
+                             "--chunk-kb", str(chunk // 1024)])
+    try:
+        port = wait_port(pf, proc)
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1),
+                                                                 ("grpc.max_receive_message_length", -1)])
+        push, pull = ch.stream_unary("/bare/Push"), ch.unary_stream("/bare/Pull")
+        data = np.ones(nbytes, np.uint8)
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            push(bytes(data[i:i + chunk]) for i in range(0, nbytes, chunk))
+            for _m in pull(b""):
+                pass
+            times.append(time.perf_counter() - t0)
+        ch.unary_unary("/bare/Stop")(b"")
+        ch.close()
+        return times
+    finally:
+        proc.wait(30)
+
+
 # ---------------------------------------------------------------------------- parameter server
 def bench_ps(params, shards: int, rounds: int, tmp: str, streams: int, channels: int,
              chunk_bytes: int) -> list[float]:
@@ -144,14 +209,18 @@ def main(argv=None) -> int:
     ap.add_argument("--shards", default="1,2,4")
     ap.add_argument("--rounds", type=int, default=4, help="rounds per setting (the first is a warm-up)")
     ap.add_argument("--streams", type=int, default=4, help="concurrent streams per tensor per shard")
-    ap.add_argument("--channels", type=int, default=2, help="TCP connections per shard")
+    ap.add_argument("--channels", type=int, default=1, help="TCP connections per shard")
     ap.add_argument("--chunk-kb", type=int, default=1024)
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "ps.json"))
     ap.add_argument("--raw-server", help=argparse.SUPPRESS)
     ap.add_argument("--raw-bytes", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--grpc-server", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.raw_server:
         raw_server(a.raw_server, a.raw_bytes, a.rounds)
+        return 0
+    if a.grpc_server:
+        grpc_server(a.grpc_server, a.raw_bytes, a.chunk_kb * 1024)
         return 0
     params = alexnet_params(a.mb)
     nbytes = sum(int(np.prod(s)) for _, s in params) * 4
@@ -162,6 +231,10 @@ def main(argv=None) -> int:
         raw_t = float(np.median(raw[1:] or raw))
         raw_gbs = moved / raw_t / 1e9
         rows.append({"setting": "raw TCP socket", "shards": 1, "seconds": raw_t, "GB/s": raw_gbs, "ratio": 1.0})
+        bare = bench_bare_grpc(nbytes, a.rounds, tmp, a.chunk_kb * 1024)
+        t = float(np.median(bare[1:] or bare))
+        rows.append({"setting": "bare gRPC stream", "shards": 1, "seconds": t, "GB/s": moved / t / 1e9,
+                     "ratio": moved / t / 1e9 / raw_gbs})
         for s in [int(x) for x in a.shards.split(",")]:
             ts = bench_ps(params, s, a.rounds, tmp, a.streams, a.channels, a.chunk_kb * 1024)
             t = float(np.median(ts[1:] or ts))
