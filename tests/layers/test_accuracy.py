@@ -5,7 +5,7 @@ from poseidon_cli import backend
 from poseidon_cli.backend import to_host
 from poseidon_cli.blob import Blob
 from poseidon_cli.errors import NetError
-from poseidon_cli.testing import check_layer_gradients, make_blobs, make_layer, run_forward
+from poseidon_cli.testing import make_blobs, make_layer, run_forward
 
 
 def _backends():

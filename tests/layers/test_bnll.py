@@ -1,10 +1,11 @@
+import warnings
+
 import numpy as np
 import pytest
 
 from poseidon_cli import backend
 from poseidon_cli.backend import to_host
 from poseidon_cli.blob import Blob
-from poseidon_cli.errors import NetError
 from poseidon_cli.testing import check_layer_gradients, make_blobs, make_layer, run_forward
 
 
@@ -19,7 +20,6 @@ def _backends():
 
 XPS = _backends()
 
-import warnings  # noqa: E402
 
 
 @pytest.mark.parametrize("xp", XPS)

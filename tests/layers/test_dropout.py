@@ -3,7 +3,6 @@ import pytest
 
 from poseidon_cli import backend
 from poseidon_cli.backend import to_host
-from poseidon_cli.blob import Blob
 from poseidon_cli.errors import NetError
 from poseidon_cli.layers import TEST, TRAIN
 from poseidon_cli.testing import check_layer_gradients, make_blobs, make_layer, run_forward

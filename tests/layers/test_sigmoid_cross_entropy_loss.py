@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,6 @@ def labels_blob(shape, num_classes, seed=2, xp=np):
                              .astype(np.float64))
     return b
 
-import warnings  # noqa: E402
 
 
 def targets_blob(shape, seed=4, xp=np):

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,6 @@ def _backends():
 
 XPS = _backends()
 
-import itertools  # noqa: E402
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
