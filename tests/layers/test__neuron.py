@@ -108,3 +108,64 @@ def test_neuron_layer_arity_is_checked():
     a, b = make_blobs([(2, 3), (2, 3)])
     with pytest.raises(NetError, match="ReLU"):
         layer.setup([a, b], [Blob()])
+
+
+NET_TEXT = """
+name: "inplace"
+force_backward: true
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 6 } shape { dim: 4 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1"
+        inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 }
+                              bias_filler { type: "uniform" min: -0.5 max: 0.5 } } }
+layer { name: "prelu" type: "PReLU" bottom: "ip1" top: "ip1" }
+layer { name: "tanh" type: "TanH" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+layer { name: "acc" type: "Accuracy" bottom: "ip2" bottom: "label" top: "acc" }
+"""
+
+
+def test_in_place_chain_inside_a_net_has_correct_gradients():
+    """PReLU and TanH run in place on one blob inside a Net; the loss gradient w.r.t. the input
+    and the PReLU slopes must still match finite differences."""
+    from google.protobuf import text_format
+
+    from poseidon_cli._proto import caffe_pb2
+    from poseidon_cli.net import Net
+
+    param = text_format.Parse(NET_TEXT, caffe_pb2.NetParameter())
+    net = Net(param, TRAIN, seed=5, dtype=np.float64)
+    rng = np.random.default_rng(8)
+    data = rng.uniform(-1, 1, (4, 6))
+    label = np.array([0.0, 2.0, 1.0, 2.0])
+
+    def loss_at(x):
+        net.blobs["data"].data[...] = x
+        net.blobs["label"].data[...] = label
+        return net.forward_prefilled()
+
+    loss_at(data)
+    net.clear_param_diffs()
+    net.backward_all()
+    grad = net.blobs["data"].diff.copy()
+    slope_grad = net.params["prelu"][0].diff.copy()
+    assert np.abs(grad).max() > 0 and np.abs(slope_grad).max() > 0
+    h = 1e-5
+    numeric = np.zeros_like(data)
+    for idx in np.ndindex(data.shape):
+        d = np.zeros_like(data)
+        d[idx] = h
+        numeric[idx] = (loss_at(data + d) - loss_at(data - d)) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+    slopes = net.params["prelu"][0].data
+    numeric_slope = np.zeros_like(slopes)
+    for c in range(slopes.size):
+        slopes[c] += h
+        plus = loss_at(data)
+        slopes[c] -= 2 * h
+        minus = loss_at(data)
+        slopes[c] += h
+        numeric_slope[c] = (plus - minus) / (2 * h)
+    np.testing.assert_allclose(slope_grad, numeric_slope, rtol=1e-6, atol=1e-9)

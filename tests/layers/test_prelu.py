@@ -105,3 +105,10 @@ def test_channel_count_change_is_a_net_error():
     top = run_forward(layer, make_blobs([(2, 3, 4)]))
     with pytest.raises(NetError, match="slope"):
         layer.reshape(make_blobs([(2, 4, 4)]), top)
+
+
+def test_non_constant_filler_uses_the_fillers_module():
+    layer = make_layer('type: "PReLU" prelu_param { filler { type: "uniform" min: 2 max: 3 } }')
+    run_forward(layer, make_blobs([(2, 64, 3)]))
+    a = layer.blobs[0].data
+    assert a.shape == (64,) and (a >= 2).all() and (a <= 3).all() and a.std() > 0.1
