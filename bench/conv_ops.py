@@ -1,0 +1,142 @@
+"""Per-layer forward+backward time of poseidon's conv/pool ops vs PyTorch CPU (same thread count).
+
+Layers are those of LeNet (batch 64) and CIFAR-10 quick (batch 100). First convolutions skip the
+input gradient (as a net would: the data layer needs none). Times are the minimum over repetitions,
+ours and torch's interleaved, so drift on a shared machine hits both alike; compare ratios.
+
+Usage: python bench/conv_ops.py [--reps 15] [--threads 2] [--out bench/results/conv_ops.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from poseidon_cli.ops import conv as cv
+from poseidon_cli.ops import pooling as pl
+
+# name: ("conv", N, C, H, O, k, pad, need_dx) or ("pool", N, C, H, mode, k, stride)
+LAYERS = {
+    "lenet/conv1": ("conv", 64, 1, 28, 20, 5, 0, False),
+    "lenet/pool1": ("pool", 64, 20, 24, "MAX", 2, 2),
+    "lenet/conv2": ("conv", 64, 20, 12, 50, 5, 0, True),
+    "lenet/pool2": ("pool", 64, 50, 8, "MAX", 2, 2),
+    "cifar_quick/conv1": ("conv", 100, 3, 32, 32, 5, 2, False),
+    "cifar_quick/pool1": ("pool", 100, 32, 32, "MAX", 3, 2),
+    "cifar_quick/conv2": ("conv", 100, 32, 16, 32, 5, 2, True),
+    "cifar_quick/pool2": ("pool", 100, 32, 16, "AVE", 3, 2),
+    "cifar_quick/conv3": ("conv", 100, 32, 8, 64, 5, 2, True),
+    "cifar_quick/pool3": ("pool", 100, 64, 8, "AVE", 3, 2),
+}
+
+
+def _ours(spec, rng):
+    if spec[0] == "conv":
+        _, N, C, H, O, k, p, ndx = spec
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        w = rng.standard_normal((O, C, k, k), dtype=np.float32)
+        b = rng.standard_normal(O, dtype=np.float32)
+        dy = rng.standard_normal((N, O, cv.conv_out_size(H, k, p), cv.conv_out_size(H, k, p)),
+                                 dtype=np.float32)
+
+        def run():
+            cv.conv2d_forward(x, w, b, 1, p)
+            cv.conv2d_backward(x, w, dy, 1, p, need_dx=ndx)
+        return run
+    _, N, C, H, mode, k, s = spec
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+    P = pl.pool_out_size(H, k, 0, s)
+    dy = rng.standard_normal((N, C, P, P), dtype=np.float32)
+
+    def run():
+        _, mask = pl.pool2d_forward(x, mode, k, s, 0)
+        pl.pool2d_backward(dy, mask, x.shape, mode, k, s, 0)
+    return run
+
+
+def _torch(spec, rng, torch):
+    F = torch.nn.functional
+    if spec[0] == "conv":
+        _, N, C, H, O, k, p, ndx = spec
+        x = torch.randn(N, C, H, H, requires_grad=ndx)
+        w = torch.randn(O, C, k, k, requires_grad=True)
+        b = torch.randn(O, requires_grad=True)
+        Ho = cv.conv_out_size(H, k, p)
+        dy = torch.randn(N, O, Ho, Ho)
+
+        def run():
+            F.conv2d(x, w, b, padding=p).backward(dy)
+        return run
+    _, N, C, H, mode, k, s = spec
+    x = torch.randn(N, C, H, H, requires_grad=True)
+    P = pl.pool_out_size(H, k, 0, s)
+    dy = torch.randn(N, C, P, P)
+    pool = F.max_pool2d if mode == "MAX" else F.avg_pool2d
+
+    def run():
+        pool(x, k, s, 0, ceil_mode=True).backward(dy)  # no pad: torch's divisor == Caffe's
+    return run
+
+
+def _time(fn):
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                  "conv_ops.json"))
+    args = ap.parse_args(argv)
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, spec in LAYERS.items():
+        ours = _ours(spec, rng)
+        theirs = _torch(spec, rng, torch) if torch is not None else None
+        ours()
+        if theirs:
+            theirs()
+        t_ours, t_torch = [], []
+        for _ in range(args.reps):
+            t_ours.append(_time(ours))
+            if theirs:
+                t_torch.append(_time(theirs))
+        rows.append({"layer": name, "ours_ms": min(t_ours),
+                     "torch_ms": min(t_torch) if t_torch else None})
+    print(f"{'layer':<20} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}   (fwd+bwd, min of "
+          f"{args.reps}, torch {args.threads} threads)")
+    totals = {}
+    for r in rows:
+        ratio = r["ours_ms"] / r["torch_ms"] if r["torch_ms"] else float("nan")
+        r["ratio"] = ratio
+        net = r["layer"].split("/")[0]
+        o, t = totals.get(net, (0.0, 0.0))
+        totals[net] = (o + r["ours_ms"], t + (r["torch_ms"] or 0.0))
+        print(f"{r['layer']:<20} {r['ours_ms']:9.2f} {r['torch_ms'] or float('nan'):9.2f} "
+              f"{ratio:10.2f}")
+    summary = {}
+    for net, (o, t) in totals.items():
+        summary[net] = {"ours_ms": o, "torch_ms": t, "ratio": o / t if t else None}
+        print(f"{net + ' total':<20} {o:9.2f} {t:9.2f} {o / t if t else float('nan'):10.2f}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"layers": rows, "totals": summary, "reps": args.reps, "threads": args.threads,
+                   "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
+                   "machine": platform.processor() or platform.machine()}, f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
