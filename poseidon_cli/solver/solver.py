@@ -267,7 +267,7 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += self.forward_backward()
             loss /= p.iter_size
-            loss = self.reduce_outputs([loss])[0]
+            loss = self.reduce_outputs([loss], "loss")[0]
             if not math.isfinite(loss):
                 last = self.last_snapshot or "none taken"
                 self.log.error(f"Iteration {self.iter}, loss = {fmt(loss)}")
@@ -300,9 +300,18 @@ class Solver:
         """One forward/backward pass of the train net (accumulates param diffs)."""
         return float(self.net.forward_backward())
 
-    def reduce_outputs(self, values):
-        """Hook: combine displayed/tested scalars across workers (identity on one worker)."""
+    def reduce_outputs(self, values, kind="loss"):
+        """Hook: combine displayed/tested scalars across workers (identity on one worker).
+
+        ``kind`` says which values these are, so a distributed solver can route each to its own
+        reduction: "loss" (every iteration), "train_outputs" (display iterations),
+        "test_loss:<i>" and "test_outputs:<i>" (test net i)."""
         return values
+
+    def test_iterations(self, net_id: int) -> int:
+        """Forward passes for one test of net ``net_id`` (a distributed worker runs its share)."""
+        p = self.param
+        return p.test_iter[net_id] if net_id < len(p.test_iter) else 1
 
     def _update_smoothed_loss(self, loss, start_iter):
         n = self.param.average_loss
@@ -325,7 +334,7 @@ class Solver:
 
     def _display_outputs(self):
         outputs = self._output_values(self.net)
-        flat = self.reduce_outputs([float(v) for _, _, _, vals in outputs for v in vals])
+        flat = self.reduce_outputs([float(v) for _, _, _, vals in outputs for v in vals], "train_outputs")
         k = 0
         for name, count, w, _ in outputs:
             for _ in range(count):
@@ -389,7 +398,7 @@ class Solver:
         self.log.info(f"Iteration {self.iter}, Testing net (#{net_id})")
         net = self.test_nets[net_id]
         net.share_trained_layers_with(self.net)
-        n_iter = p.test_iter[net_id] if net_id < len(p.test_iter) else 1
+        n_iter = self.test_iterations(net_id)
         scores, loss, outputs = None, 0.0, []
         for _ in range(n_iter):
             request = self.action_fn()
@@ -409,10 +418,11 @@ class Solver:
         if self.requested_early_exit:
             self.log.info("Test interrupted.")
             return
-        mean_loss = self.reduce_outputs([loss / max(n_iter, 1)])[0]
+        mean_loss = self.reduce_outputs([loss / max(n_iter, 1)], f"test_loss:{net_id}")[0]
         if p.test_compute_loss:
             self.log.info(f"Test loss: {fmt(mean_loss)}")
-        means = self.reduce_outputs([float(s) / n_iter for s in (scores if scores is not None else [])])
+        means = self.reduce_outputs([float(s) / n_iter for s in (scores if scores is not None else [])],
+                                    f"test_outputs:{net_id}")
         k = 0
         result = {}
         for name, count, w, _ in outputs:
