@@ -134,7 +134,8 @@ def insert_splits(param):
         for j, name in enumerate(layer.bottom):
             src = source_of[(i, j)]
             if consumers.get(src, 0) > 1:
-                k = next_split.get(src, 0)
+                # split top 0 of a loss-weighted blob carries the loss; consumers start at 1
+                k = next_split.get(src, 1 if src in loss_w else 0)
                 next_split[src] = k + 1
                 new.bottom[j] = split_blob_name(name, param.layer[src[0]].name, src[1], k)
         for j, name in enumerate(layer.top):
