@@ -61,6 +61,20 @@ class NeuronLayer(Layer):
         else:
             self._copy_valid = False
 
+    def scratch(self, key, like):
+        """A cached work array shaped and typed like ``like``: large temporaries are reused
+        across iterations instead of being allocated (and page-faulted) every call."""
+        bufs = self.__dict__.setdefault("_scratch", {})
+        buf = bufs.get(key)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            buf = bufs[key] = self.xp_of(like).empty_like(like)
+        return buf
+
+    @staticmethod
+    def xp_of(a):
+        from ..backend import get_array_module  # noqa: PLC0415
+        return get_array_module(a)
+
     def bottom_data(self, bottom):
         """The forward input x: the saved copy when run in place, else ``bottom[0].data``."""
         if self._copy_valid:

@@ -20,7 +20,7 @@ class ELULayer(NeuronLayer):
         self.saved_bottom(bottom, top)
         x, y = bottom[0].data, top[0].data
         xp = get_array_module(x)
-        neg = xp.minimum(x, 0)
+        neg = xp.minimum(x, 0, out=self.scratch("work", x))
         xp.expm1(neg, out=neg)
         neg *= self.alpha
         xp.maximum(x, 0, out=y)
@@ -33,5 +33,7 @@ class ELULayer(NeuronLayer):
         x = self.bottom_data(bottom)
         y, dy = top[0].data, top[0].diff
         xp = get_array_module(y)
-        g = xp.where(x > 0, y.dtype.type(1), y + self.alpha)
+        # factor = 1 where x > 0, y + alpha elsewhere (y + alpha = alpha * e^x there)
+        g = xp.add(y, self.alpha, out=self.scratch("work", y))
+        xp.copyto(g, 1, where=x > 0)
         xp.multiply(dy, g, out=bottom[0].diff)

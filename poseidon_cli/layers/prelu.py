@@ -51,7 +51,7 @@ class PReLULayer(NeuronLayer):
         self.saved_bottom(bottom, top)
         x, y = bottom[0].data, top[0].data
         xp = get_array_module(x)
-        neg = xp.minimum(x, 0)
+        neg = xp.minimum(x, 0, out=self.scratch("work", x))
         neg *= self._slope(x)
         xp.maximum(x, 0, out=y)
         y += neg
@@ -60,10 +60,9 @@ class PReLULayer(NeuronLayer):
         x = self.bottom_data(bottom)
         dy = top[0].diff
         xp = get_array_module(x)
-        pos = x > 0
         if self.param_propagate_down and self.param_propagate_down[0]:
             # must be read before dx overwrites dy when run in place
-            g = xp.where(pos, x.dtype.type(0), x)
+            g = xp.minimum(x, 0, out=self.scratch("work", x))   # x where x <= 0, else 0
             g *= dy
             if self.channel_shared:
                 self.blobs[0].diff += g.sum()
@@ -71,4 +70,8 @@ class PReLULayer(NeuronLayer):
                 axes = (0,) + tuple(range(2, x.ndim))
                 self.blobs[0].diff += g.sum(axis=axes)
         if propagate_down[0]:
-            xp.multiply(dy, xp.where(pos, x.dtype.type(1), self._slope(x)), out=bottom[0].diff)
+            a = self._slope(x)
+            # factor = 1 where x > 0, a elsewhere, as pos * (1 - a) + a
+            f = xp.multiply(x > 0, 1 - a, out=self.scratch("work", x))
+            f += a
+            xp.multiply(dy, f, out=bottom[0].diff)

@@ -27,7 +27,7 @@ class ReLULayer(NeuronLayer):
         if self.negative_slope == 0:
             xp.maximum(x, 0, out=y)
         else:
-            neg = xp.minimum(x, 0)
+            neg = xp.minimum(x, 0, out=self.scratch("work", x))
             neg *= self.negative_slope
             xp.maximum(x, 0, out=y)
             y += neg

@@ -28,6 +28,7 @@ class SigmoidLayer(NeuronLayer):
         if not propagate_down[0]:
             return
         y, dx = top[0].data, bottom[0].diff
-        d = 1 - y
+        d = self.scratch("work", y)
+        get_array_module(y).subtract(1, y, out=d)
         d *= y
         get_array_module(y).multiply(top[0].diff, d, out=dx)

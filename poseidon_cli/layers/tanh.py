@@ -15,7 +15,7 @@ class TanHLayer(NeuronLayer):
         if not propagate_down[0]:
             return
         y = top[0].data
-        d = y * y
         xp = get_array_module(y)
+        d = xp.multiply(y, y, out=self.scratch("work", y))
         xp.subtract(1, d, out=d)
         xp.multiply(top[0].diff, d, out=bottom[0].diff)
