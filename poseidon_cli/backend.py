@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import PoseidonError
 
-class BackendError(RuntimeError):
+
+class BackendError(PoseidonError):
     """A user-facing problem selecting the compute device (e.g. ``--gpu`` without a GPU)."""
 
 

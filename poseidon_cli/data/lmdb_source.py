@@ -24,6 +24,7 @@ and the tool that makes it; an empty DB, a directory that is not an LMDB, a Leve
 from __future__ import annotations
 
 import os
+import threading
 import shutil
 from dataclasses import dataclass
 
@@ -96,6 +97,34 @@ def open_env(path: str, spec: SourceSpec | None = None, num_parts: int | None = 
         raise DataError(f"'{path}': cannot open LMDB ({exc})") from None
 
 
+# LMDB allows one environment per database per process; readers of the same DB in one process
+# (several workers, or train and test nets reading one DB) share it, reference-counted.
+_SHARED_ENVS: dict = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def acquire_env(path: str, spec: SourceSpec | None = None, num_parts: int | None = None):
+    key = os.path.realpath(path)
+    with _SHARED_LOCK:
+        entry = _SHARED_ENVS.get(key)
+        if entry is None:
+            entry = _SHARED_ENVS[key] = [open_env(path, spec, num_parts), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def release_env(path: str):
+    key = os.path.realpath(path)
+    with _SHARED_LOCK:
+        entry = _SHARED_ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _SHARED_ENVS[key]
+            entry[0].close()
+
+
 def leveldb_error(path: str) -> DataError:
     return DataError(f"'{path}' is a LevelDB database; poseidon reads LMDB only",
                      "re-create it as LMDB with a `poseidon data` converter (or Caffe's tools with "
@@ -131,19 +160,23 @@ class LMDBReader:
     ``skip(k)`` advances by ``k`` of this worker's records (``rand_skip``). ``count`` is the number
     of records in the DB, ``epoch`` how many times the cursor wrapped.
 
+    ``buffers=True`` returns keys/values as memoryviews into the memory map (no copy); they stay
+    valid until ``close()``, but callers should consume them at once.
+
     Not thread-safe: one reader per consumer thread (LMDB read transactions are per thread).
     """
 
     def __init__(self, path: str, start: int = 0, stride: int = 1, spec: SourceSpec | None = None,
-                 num_parts: int | None = None):
+                 num_parts: int | None = None, buffers: bool = False):
+        self.buffers = buffers
         if stride < 1 or start < 0:
             raise ValueError(f"bad start/stride {start}/{stride}")
         self.path = path
         self.stride = stride
-        self.env = open_env(path, spec, num_parts)
+        self.env = acquire_env(path, spec, num_parts)
         self.count = int(self.env.stat()["entries"])
         if self.count == 0:
-            self.env.close()
+            release_env(path)
             raise DataError(f"LMDB '{path}' is empty (0 records)",
                             "was the converter interrupted? re-run it")
         self.epoch = 0
@@ -155,7 +188,7 @@ class LMDBReader:
     def _ensure_cursor(self):
         # The transaction is created lazily in the thread that reads (LMDB binds read txns to it).
         if self._cur is None:
-            self._txn = self.env.begin(buffers=False)
+            self._txn = self.env.begin(buffers=self.buffers)
             self._cur = self._txn.cursor()
             self._cur.first()
             self._advance(self._start)
@@ -203,7 +236,9 @@ class LMDBReader:
             except Exception:  # already closed with the env
                 pass
             self._txn = self._cur = None
-        self.env.close()
+        if self.env is not None:
+            release_env(self.path)
+            self.env = None
 
 
 class AtomicLMDBWriter:

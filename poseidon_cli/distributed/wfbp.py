@@ -1,0 +1,117 @@
+"""Wait-free backpropagation: per-parameter communication attached to a Net from outside.
+
+``WaitFreeBackprop(net, client, ...)`` registers two Net hooks:
+
+- after layer ``i``'s backward, every learnable parameter in ``net.param_ready_after[i]`` (its
+  gradient is final: the lowest layer that uses it, so shared weights work) is pushed at once.
+  ``PSClient.push`` hands the chunks to the client's long-lived thread pool and returns, so the
+  push overlaps the backward of the layers below (no thread per parameter per iteration);
+- before layer ``i``'s forward, it waits for the fresh values of the parameters that layer reads
+  (``net.layer_learnable_params[i]``) and copies them in place into the blobs (test nets share
+  these arrays). The pulls are requested right after the clock ends, so the top layers'
+  communication also overlaps the start of the next forward.
+
+With ``overlap=False`` (``--no-overlap``) nothing is pushed from the hook: ``push_remaining`` sends
+everything after the whole backward, for comparison.
+
+Only parameters with ``lr_mult != 0`` travel (``communicated``); BatchNorm statistics and frozen
+layers stay local, as in Caffe's multi-GPU training. Gradients are divided by ``iter_size`` before
+pushing (Caffe's Normalize); regularization and the update rule run on the parameter server.
+Per-parameter bytes pushed/pulled and the time spent blocked are recorded in ``stats``.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+import numpy as np
+
+from ..backend import get_array_module, to_host
+from ..errors import ClusterError
+
+
+class WaitFreeBackprop:
+    def __init__(self, net, client, names, communicated, overlap: bool = True,
+                 iter_size: int = 1, deadline_s: float = 60.0):
+        self.net = net
+        self.client = client
+        self.names = list(names)                  # PS name per learnable param index
+        self.communicated = list(communicated)    # bool per learnable param index
+        self.overlap = overlap
+        self.iter_size = max(1, int(iter_size))
+        self.deadline_s = deadline_s
+        self.pending = {}                          # param index -> Future of fresh values
+        self.pushed = set()
+        self.push_enabled = False                  # only on the last of iter_size passes
+        n = len(self.names)
+        self.bytes_pushed = np.zeros(n, dtype=np.int64)
+        self.bytes_pulled = np.zeros(n, dtype=np.int64)
+        self.wait_s = 0.0                          # blocked waiting for parameters this iteration
+        net.add_after_backward(self._after_backward)
+        net.add_before_forward(self._before_forward)
+
+    # -- backward side -------------------------------------------------------------------------------
+    def begin_pass(self, last: bool):
+        """Call before each forward/backward pass; pushes happen only on the last of iter_size."""
+        self.push_enabled = last and self.overlap
+
+    def _after_backward(self, li):
+        if not self.push_enabled:
+            return
+        for k in self.net.param_ready_after[li]:
+            self._push(k)
+
+    def _push(self, k):
+        if not self.communicated[k] or k in self.pushed:
+            return
+        diff = self.net.learnable_params[k].diff
+        # A fresh host array: the push is asynchronous and the diff is zeroed next iteration.
+        if self.iter_size != 1:
+            grad = to_host(diff) * (1.0 / self.iter_size)
+        elif get_array_module(diff) is np:
+            grad = diff.copy()
+        else:
+            grad = to_host(diff)
+        self.client.push(self.names[k], grad, copy=False)
+        self.pushed.add(k)
+        self.bytes_pushed[k] += grad.nbytes
+
+    def push_remaining(self):
+        """Push whatever the hooks did not (everything with --no-overlap)."""
+        for k in range(len(self.names)):
+            self._push(k)
+
+    def end_iteration(self):
+        self.pushed = set()
+
+    # -- forward side --------------------------------------------------------------------------------
+    def request_pulls(self, min_clock: int = 0):
+        """Ask for every communicated parameter's values for the client's current clock."""
+        for k, name in enumerate(self.names):
+            if self.communicated[k]:
+                self.pending[k] = self.client.pull(name, min_clock)
+
+    def _before_forward(self, li):
+        for k in self.net.layer_learnable_params[li]:
+            self._take(k)
+
+    def _take(self, k):
+        fut = self.pending.pop(k, None)
+        if fut is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            values = fut.result(timeout=self.deadline_s + 5.0)
+        except cf.TimeoutError:
+            raise ClusterError(f"no fresh values of parameter '{self.names[k]}' from the parameter "
+                               f"server within {self.deadline_s:.0f}s") from None
+        self.wait_s += time.perf_counter() - t0
+        blob = self.net.learnable_params[k]
+        xp = get_array_module(blob.data)
+        blob.data[...] = values if xp is np else xp.asarray(values)
+        self.bytes_pulled[k] += values.nbytes
+
+    def wait_all(self):
+        """Install every pending parameter now (before testing or snapshotting)."""
+        for k in list(self.pending):
+            self._take(k)

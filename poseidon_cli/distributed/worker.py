@@ -1,0 +1,289 @@
+"""One client of a distributed run: a parameter-server shard plus one training worker.
+
+``run_client(client_id, hosts, opts)`` (called by ``poseidon train --hosts`` for this machine):
+
+1. builds the solver and its nets with ``RunContext(client_id, num_clients)`` so the data layers
+   read this client's partition; applies ``--weights`` / ``--snapshot`` locally;
+2. starts this client's PS shard on its hosts-file port (``SolverUpdater``: the Caffe solver step
+   on the gradient averaged over all workers, once per clock);
+3. connects to every shard (retrying with backoff up to the deadline), registers the parameter
+   layout, and client 0 stores the initial parameters and solver history; a barrier;
+4. trains with ``DistributedSolver``: wait-free backprop pushes, per-layer waits for fresh
+   parameters, one clock per iteration; display/test values averaged over clients through small
+   statistics tensors on the PS; client 0 logs, writes ``.netoutputs`` and snapshots (weights and
+   history read back from the PS, so the files resume on one node or on any number of clients);
+5. leaves cleanly (flush, barrier) and writes ``stats.client<k>.json``.
+
+Staleness s: a worker's pull at clock c returns every worker's updates of clocks <= c - s - 1, so a
+worker runs at most s clocks ahead of the slowest. Display and test iterations average over all
+workers and therefore wait for all of them at that clock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import backend, config
+from ..errors import ClusterError, PoseidonError
+from ..layers.base import RunContext
+from ..solver.solver import Solver
+from ..solver.log import TrainLog
+from .updater import STATS_PREFIX, SolverUpdater, check_solver
+from .wfbp import WaitFreeBackprop
+
+DEFAULT_DEADLINE_S = 60.0
+
+
+def solver_fingerprint(param) -> str:
+    """The solver fields every client must agree on, as text (it becomes the name of a statistics
+    tensor, so a client with a different solver is rejected at registration naming them)."""
+    fields = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize", "momentum", "momentum2",
+              "weight_decay", "regularization_type", "delta", "rms_decay", "max_iter", "iter_size")
+    parts = []
+    for f in fields:
+        v = getattr(param, f)
+        parts.append(f"{f}={v:.8g}" if isinstance(v, float) else f"{f}={v}")
+    if param.stepvalue:
+        parts.append("stepvalue=" + ",".join(map(str, param.stepvalue)))
+    return "__solver__ " + " ".join(parts)
+
+
+class DistributedSolver(Solver):
+    """A Solver whose update happens on the parameter server (see module docstring).
+
+    Call ``attach(client)`` after construction; the PS layout is ``ps_layout()``."""
+
+    def __init__(self, param, *, overlap=True, deadline_s=DEFAULT_DEADLINE_S, **kwargs):
+        check_solver(param, kwargs.get("solver_path") or "solver")
+        super().__init__(param, **kwargs)
+        self.overlap = overlap
+        self.deadline_s = deadline_s
+        self.client = None
+        self.wfbp = None
+        net = self.net
+        self.ps_names = [f"{n}" for n in net.learnable_param_names]
+        self.communicated = [lr != 0 for lr in net.params_lr]
+        self._pass = 0
+        self._t_compute = 0.0
+        self.iter_stats = []
+
+    # -- layout ----------------------------------------------------------------------------------------
+    def _stats_sizes(self):
+        sizes = {"__loss__": 1, "__train_outputs__": max(1, self._count_outputs(self.net))}
+        for i, tn in enumerate(self.test_nets):
+            sizes[f"__test{i}_loss__"] = 1
+            sizes[f"__test{i}__"] = max(1, self._count_outputs(tn))
+        return sizes
+
+    @staticmethod
+    def _count_outputs(net):
+        return int(sum(net.blobs[n].count for n in net.output_blob_names))
+
+    def ps_layout(self):
+        params = []
+        for k, blob in enumerate(self.net.learnable_params):
+            if self.communicated[k]:
+                params.append((self.ps_names[k], tuple(blob.shape), "float32"))
+        for name, size in self._stats_sizes().items():
+            params.append((name, (size,), "float64"))
+        params.append((solver_fingerprint(self.param), (1,), "float64"))
+        return params
+
+    def multipliers(self):
+        return {self.ps_names[k]: (self.net.params_lr[k], self.net.params_weight_decay[k])
+                for k in range(len(self.ps_names)) if self.communicated[k]}
+
+    # -- wiring ------------------------------------------------------------------------------------------
+    def attach(self, client):
+        self.client = client
+        self.wfbp = WaitFreeBackprop(self.net, client, self.ps_names, self.communicated,
+                                     overlap=self.overlap, iter_size=self.param.iter_size,
+                                     deadline_s=self.deadline_s)
+
+    def publish_initial_state(self):
+        """Client 0: store the parameters and the solver history in the PS."""
+        values = {self.ps_names[k]: backend.to_host(b.data)
+                  for k, b in enumerate(self.net.learnable_params) if self.communicated[k]}
+        for name, size in self._stats_sizes().items():
+            values[name] = np.zeros(size)
+        values[solver_fingerprint(self.param)] = np.zeros(1)
+        self.client.init_params(values)
+        state = {}
+        for k, hist in enumerate(self.history):
+            if self.communicated[k] and any(float(abs(backend.to_host(h)).max(initial=0)) for h in hist):
+                state[self.ps_names[k]] = {f"h{j}": backend.to_host(h) for j, h in enumerate(hist)}
+        if state:
+            self.client.set_solver_state(state)
+
+    # -- the iteration -----------------------------------------------------------------------------------
+    def forward_backward(self):
+        self._pass += 1
+        self.wfbp.begin_pass(self._pass == self.param.iter_size)
+        t0 = time.perf_counter()
+        loss = super().forward_backward()
+        self._t_compute += time.perf_counter() - t0
+        return loss
+
+    def apply_update(self):
+        self.learning_rate()  # Caffe's "Iteration N, lr = R" line; the PS computes the same rate
+        self.wfbp.push_remaining()
+        t0 = time.perf_counter()
+        self.client.clock()
+        t_clock = time.perf_counter() - t0
+        self.wfbp.end_iteration()
+        self.wfbp.request_pulls()
+        self.iter_stats.append({
+            "iter": self.iter,
+            "compute_s": round(max(0.0, self._t_compute - self.wfbp.wait_s), 6),
+            "wait_params_s": round(self.wfbp.wait_s, 6),
+            "clock_s": round(t_clock, 6),
+        })
+        self._pass = 0
+        self._t_compute = 0.0
+        self.wfbp.wait_s = 0.0
+
+    def _average(self, key, values):
+        """Average ``values`` over every worker through the PS statistics tensor ``key``."""
+        size = self._stats_sizes()[key]
+        arr = np.zeros(size)
+        arr[:len(values)] = np.asarray(values, dtype=np.float64)
+        self.client.push(key, arr, copy=False)
+        out = self.client.pull(key, min_clock=self.client.clock_value + 1).result(
+            timeout=self.deadline_s + 5.0)
+        return [float(v) for v in out[:len(values)]]
+
+    def reduce_outputs(self, values, kind="loss"):
+        if self.client is None or self.context.world_size == 1:
+            return values
+        if kind == "loss":
+            # Only display iterations average the loss across workers: averaging every iteration
+            # would make every iteration a barrier and defeat staleness.
+            if not (self.param.display and self.iter % self.param.display == 0):
+                return values
+            return self._average("__loss__", values)
+        if kind == "train_outputs":
+            return self._average("__train_outputs__", values)
+        what, _, idx = kind.partition(":")
+        if what == "test_loss":
+            return self._average(f"__test{idx}_loss__", values)
+        if what == "test_outputs":
+            return self._average(f"__test{idx}__", values)
+        raise ValueError(f"unknown reduction {kind!r}")
+
+    def test_iterations(self, net_id):
+        n = super().test_iterations(net_id)
+        return int(math.ceil(n / self.context.world_size))
+
+    def test(self, net_id):
+        self.wfbp.wait_all()  # the test net shares the train net's arrays
+        return super().test(net_id)
+
+    # -- snapshots ---------------------------------------------------------------------------------------
+    def snapshot(self):
+        if self.context.rank != 0:
+            return None
+        self.wfbp.wait_all()
+        fresh = self.client.pull_all(min_clock=self.client.clock_value)
+        for k, blob in enumerate(self.net.learnable_params):
+            if self.communicated[k]:
+                xp = backend.get_array_module(blob.data)
+                blob.data[...] = xp.asarray(fresh[self.ps_names[k]])
+        state = self.client.get_solver_state()
+        for k, blob in enumerate(self.net.learnable_params):
+            slots = state.get(self.ps_names[k], {})
+            for j, h in enumerate(self.history[k]):
+                if f"h{j}" in slots:
+                    xp = backend.get_array_module(h)
+                    h[...] = xp.asarray(slots[f"h{j}"])
+        return super().snapshot()
+
+
+def _job_id(hosts_path) -> str:
+    with open(hosts_path, "rb") as fh:
+        return "poseidon-" + hashlib.sha1(fh.read()).hexdigest()[:12]
+
+
+def run_client(client_id: int, hosts, opts) -> int:
+    """Run client ``client_id`` of ``hosts`` until training ends; returns an exit code."""
+    from ..ps.client import PSClient
+    from ..ps.grpc_transport import GrpcTransport
+    from ..ps.server import ShardServer
+    from ..ps.store import ShardStore
+
+    n = len(hosts)
+    me = hosts[client_id]
+    deadline = float(opts.get("deadline") or DEFAULT_DEADLINE_S)
+    staleness = int(opts.get("staleness") or 0)
+    if staleness < 0:
+        raise ClusterError(f"--staleness must be >= 0, got {staleness}")
+    gpus = [g for g in (opts.get("gpu") or "").split(",") if g.strip()]
+    if len(gpus) > 1:
+        raise ClusterError("one worker per client for now: give at most one GPU id with --hosts",
+                           "run one client per GPU (one hosts-file line each)")
+    xp = backend.use_gpu(int(gpus[0])) if gpus and not opts.get("cpu") else backend.use_cpu()
+    param = config.load_solver_param(opts["solver"])
+    run_dir = opts.get("output_dir") or os.path.dirname(os.path.abspath(opts["solver"]))
+    os.makedirs(run_dir, exist_ok=True)
+    log = TrainLog(streams=[sys.stdout])
+    context = RunContext(client_id=client_id, num_clients=n)
+    netoutputs = os.path.join(run_dir, f"{param.net and os.path.splitext(os.path.basename(param.net))[0] or 'net'}.netoutputs") \
+        if client_id == 0 else None
+    solver = DistributedSolver(param, solver_path=opts["solver"], context=context, xp=xp, log=log,
+                               netoutputs_path=netoutputs, overlap=not opts.get("no_overlap"),
+                               deadline_s=deadline)
+    if opts.get("weights"):
+        solver.copy_weights(opts["weights"])
+    if opts.get("snapshot"):
+        solver.restore(opts["snapshot"])
+    log.info(f"client {client_id} of {n}: shard at {me.address}, staleness {staleness}, "
+             f"{'wait-free backprop' if not opts.get('no_overlap') else 'no overlap'}")
+
+    job = _job_id(opts["hosts"])
+    store = ShardStore(client_id, n, job, SolverUpdater(param, solver.multipliers(), solver.iter),
+                       deadline_s=deadline, heartbeat_timeout_s=min(deadline, 15.0))
+    server = ShardServer(store, host=me.ip, port=me.port)
+    server.start()
+    transports = [GrpcTransport(h.address, i, job, channels=2) for i, h in enumerate(hosts)]
+    client = PSClient(transports, job, worker_id=client_id, num_workers=n, params=solver.ps_layout(),
+                      staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline)
+    stats_path = os.path.join(run_dir, f"stats.client{client_id}.json")
+    t_start = time.time()
+    try:
+        client.connect()
+        solver.attach(client)
+        if client_id == 0:
+            solver.publish_initial_state()
+        client.barrier()
+        solver.wfbp.request_pulls()
+        solver.solve()
+        solver.wfbp.wait_all()
+        client.finish()
+    except PoseidonError:
+        client.close()
+        raise
+    finally:
+        _write_stats(stats_path, solver, client_id, n, staleness, time.time() - t_start)
+        server.stop(grace=1.0)
+    return 0
+
+
+def _write_stats(path, solver, client_id, n, staleness, wall_s):
+    wfbp = solver.wfbp
+    per_param = []
+    if wfbp is not None:
+        for k, name in enumerate(solver.ps_names):
+            per_param.append({"param": name, "communicated": bool(solver.communicated[k]),
+                              "bytes_sent": int(wfbp.bytes_pushed[k]),
+                              "bytes_received": int(wfbp.bytes_pulled[k])})
+    doc = {"client": client_id, "clients": n, "staleness": staleness, "wall_s": round(wall_s, 3),
+           "iterations": solver.iter_stats, "params": per_param}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    os.replace(tmp, path)
