@@ -105,7 +105,7 @@ def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
                 cand = xpad[:, :, i:i + hspan:sh, j:j + wspan:sw]
                 better = cand > y  # strict: an equal later value never replaces the first max
                 xp.copyto(y, cand, where=better)
-                best[better] = i * kw + j
+                xp.copyto(best, i * kw + j, where=better)
         # offset -> Caffe's flat input index; the max is never padding, so indices are in range
         hrow = (xp.arange(Ph, dtype=xp.int32) * sh - ph)[:, None]
         wcol = (xp.arange(Pw, dtype=xp.int32) * sw - pw)[None, :]
