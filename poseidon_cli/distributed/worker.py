@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -264,6 +265,12 @@ def run_client(client_id: int, hosts, opts) -> int:
         solver.solve()
         solver.wfbp.wait_all()
         client.finish()
+    except ClusterError as exc:
+        client.close()
+        lost = _lost_client(str(exc), hosts, client_id)
+        raise ClusterError(f"client {client_id}: {exc.one_line()}" +
+                           (f" -> client {lost} ({hosts[lost].address}) is gone" if lost is not None else ""),
+                           "the last snapshot stays valid; restart the cluster with --snapshot") from None
     except PoseidonError:
         client.close()
         raise
@@ -271,6 +278,16 @@ def run_client(client_id: int, hosts, opts) -> int:
         _write_stats(stats_path, solver, client_id, n, staleness, time.time() - t_start)
         server.stop(grace=1.0)
     return 0
+
+
+def _lost_client(message: str, hosts, me: int):
+    """Which other client an error names: shard k and worker k both live on client k."""
+    for pattern in (r"lost worker\(s\) \[(\d+)", r"shard (\d+)\b", r"worker (\d+)"):
+        for m in re.finditer(pattern, message):
+            k = int(m.group(1))
+            if k != me and k < len(hosts):
+                return k
+    return None
 
 
 def _write_stats(path, solver, client_id, n, staleness, wall_s):
