@@ -29,9 +29,7 @@ def _where(key, source) -> str:
     if source is not None:
         parts.append(str(source))
     if key is not None:
-        k = key.decode("utf-8", "replace") if isinstance(key, (bytes, bytearray, memoryview)) else key
-        if isinstance(k, memoryview):
-            k = bytes(k).decode("utf-8", "replace")
+        k = bytes(key).decode("utf-8", "replace") if not isinstance(key, str) else key
         parts.append(f"key '{k}'")
     return ": ".join(parts) if parts else "record"
 

@@ -11,6 +11,8 @@ encoded (JPEG/PNG) records take a per-record path.
 """
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from .._proto import caffe_pb2
@@ -31,6 +33,8 @@ class DatumBatchLoader:
         self.image_shape = tuple(datum_to_array(first, key, self.source, color).shape)
         self._header = (first.channels, first.height, first.width)
         self._nbytes = int(np.prod(self.image_shape))
+        self._staging = None
+        self._pool = collections.deque()  # recycled output arrays (append/pop are thread-safe)
 
     def _bad_shape(self, key, got):
         return DataError(f"{_where(key, self.source)}: record shape {'x'.join(map(str, got))} "
@@ -54,9 +58,15 @@ class DatumBatchLoader:
             if raw and (d.encoded or len(d.data) != self._nbytes
                         or (d.channels, d.height, d.width) != self._header):
                 raw = False
-        if raw:
-            buf = b"".join(d.data for d in datums)
+        if raw and self._nbytes < 16384:
+            # Small images: one join + one frombuffer beats n numpy assignments.
+            buf = b"".join([d.data for d in datums])
             return np.frombuffer(buf, dtype=np.uint8).reshape((n,) + self.image_shape), labels
+        if raw:
+            images = self._stage(n)
+            for i, d in enumerate(datums):
+                images[i] = np.frombuffer(d.data, dtype=np.uint8).reshape(self.image_shape)
+            return images, labels
         images = None
         for i, ((key, _), d) in enumerate(zip(records, datums)):
             if not d.encoded and (d.channels, d.height, d.width) != self.image_shape:
@@ -74,9 +84,25 @@ class DatumBatchLoader:
             images[i] = img
         return images, labels
 
+    def _stage(self, n):
+        # Reused between batches: fresh multi-MB allocations cost page faults on every batch.
+        if self._staging is None or self._staging.shape[0] != n:
+            self._staging = np.empty((n,) + self.image_shape, dtype=np.uint8)
+        return self._staging
+
     def next_batch(self):
         records = self.reader.next_records(self.batch_size)
         images, labels = self.read_images(records)
-        return self.transformer.transform_batch(images), labels
+        out = None
+        try:
+            out = self._pool.pop()
+        except IndexError:
+            pass
+        return self.transformer.transform_batch(images, out=out), labels
+
+    def recycle(self, data):
+        """Hand a batch's data array back for reuse once its contents have been copied out."""
+        if len(self._pool) < 2:
+            self._pool.append(data)
 
     __call__ = next_batch

@@ -11,7 +11,7 @@ Contract:
   (default ``POSEIDON_DATA_TIMEOUT`` or 600), ``get`` raises ``DataError`` naming the prefetcher.
 - ``close()`` stops the thread and joins it (bounded); it is idempotent and also runs when the
   owner is garbage-collected (``weakref.finalize``-friendly: the thread holds no reference to it).
-- ``wait_seconds`` / ``batches``: time the consumer spent blocked in ``get`` and results delivered,
+- ``ready``: results queued now; ``wait_seconds`` / ``batches``: time the consumer spent blocked in ``get`` and results delivered,
   for measuring whether prefetch hides I/O.
 """
 from __future__ import annotations
@@ -106,6 +106,11 @@ class Prefetcher:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(join_timeout)
         self._finished = True
+
+    @property
+    def ready(self) -> int:
+        """How many results are waiting in the queue right now."""
+        return self._queue.qsize()
 
     @property
     def alive(self) -> bool:

@@ -118,8 +118,9 @@ class DataTransformer:
         if out is None:
             out = np.empty((n, c, oh, ow), dtype=np.float32)
         mean = self.mean
+        scale = np.float32(self.scale) if self.scale != 1.0 else None
         uniform = not self.crop or (np.all(h_off == h_off[0]) and np.all(w_off == w_off[0]))
-        if uniform:
+        if uniform and not mirror.any():
             # One vectorised pass: same window for every sample (no crop, or TEST centre crop).
             y0, x0 = (int(h_off[0]), int(w_off[0])) if n else (0, 0)
             src = batch[:, :, y0:y0 + oh, x0:x0 + ow]
@@ -128,20 +129,24 @@ class DataTransformer:
                 np.subtract(src, m, out=out, dtype=np.float32, casting="unsafe")
             else:
                 out[...] = src
-        else:
-            for i in range(n):
-                y0, x0 = int(h_off[i]), int(w_off[i])
-                src = batch[i, :, y0:y0 + oh, x0:x0 + ow]
-                if mean is not None:
-                    m = mean if mean.shape[1] == 1 else mean[:, y0:y0 + oh, x0:x0 + ow]
-                    np.subtract(src, m, out=out[i], dtype=np.float32, casting="unsafe")
-                else:
-                    out[i] = src
-        if self.scale != 1.0:
-            out *= np.float32(self.scale)
-        if mirror.any():
-            idx = np.flatnonzero(mirror)
-            out[idx] = out[idx, :, :, ::-1]
+            if scale is not None:
+                out *= scale
+            return out
+        # Per sample, while its window is hot in cache: the mirror is folded into the source
+        # view (reversed columns of image and mean alike: the mean is subtracted at the input
+        # position, as in Caffe), then scaled in place.
+        for i in range(n):
+            y0, x0 = int(h_off[i]), int(w_off[i])
+            cols = slice(x0 + ow - 1, x0 - 1 if x0 else None, -1) if mirror[i] else slice(x0, x0 + ow)
+            src = batch[i, :, y0:y0 + oh, cols]
+            dst = out[i]
+            if mean is not None:
+                m = mean if mean.shape[1] == 1 else mean[:, y0:y0 + oh, cols]
+                np.subtract(src, m, out=dst, dtype=np.float32, casting="unsafe")
+            else:
+                dst[...] = src
+            if scale is not None:
+                dst *= scale
         return out
 
     def transform(self, image, choices=None) -> np.ndarray:

@@ -79,7 +79,7 @@ class DataLayer(Layer):
                             where, spec.path)
         try:
             self.reader = LMDBReader(spec.path, spec.start, spec.stride, spec=spec,
-                                     num_parts=self.context.num_clients)
+                                     num_parts=self.context.num_clients, buffers=True)
         except DataError as exc:
             raise DataError(f"{where}: {exc.one_line()}") from None
         if dp.rand_skip:
@@ -116,6 +116,7 @@ class DataLayer(Layer):
         top[0].data[...] = backend.asarray(data, xp)
         if len(top) > 1:
             top[1].data[...] = backend.asarray(labels, xp)
+        self.loader.recycle(data)  # copied into the top: the thread may refill it
 
     def close(self):
         """Stop the prefetch thread and close the LMDB."""

@@ -225,3 +225,35 @@ def test_forward_fills_tops_on_the_layer_backend(tmp_path, xp):
     assert backend.get_array_module(top[0].data) is xp
     np.testing.assert_array_equal(backend.to_host(top[1].data), [0, 1])
     layer.close()
+
+
+def test_large_images_random_crop_mirror_and_buffer_reuse(tmp_path):
+    """Images >= 16 KB take the staging-buffer path; batches handed out must stay independent."""
+    rng = np.random.default_rng(4)
+    imgs = rng.integers(0, 256, size=(6, 3, 80, 80), dtype=np.uint8)
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i in range(6):
+            txn.put(b"%d" % i, datum(3, 80, 80, imgs[i].tobytes(), i))
+    env.close()
+    layer = data_layer(tmp_path / "db", 3, transform="crop_size: 77 mirror: true scale: 0.5 "
+                                                      "mean_value: 1 mean_value: 2 mean_value: 3")
+    top = setup(layer)
+    mean = np.array([1, 2, 3], np.float32).reshape(3, 1, 1)
+    batches = []
+    for _ in range(4):
+        layer.forward([], top)
+        batches.append((top[0].data.copy(), top[1].data.astype(int).copy()))
+    mirrored = 0
+    for data, labels in batches:
+        for out, lab in zip(data, labels):
+            full = (imgs[lab].astype(np.float32) - mean) * 0.5
+            cands = {(y, x, m): (full[:, y:y + 77, x:x + 77][:, :, ::-1] if m else
+                                 full[:, y:y + 77, x:x + 77])
+                     for y in range(4) for x in range(4) for m in (0, 1)}
+            hits = [k for k, v in cands.items() if np.array_equal(out, v)]
+            assert hits, "output is not a (mirrored) crop of its record"
+            mirrored += hits[0][2]
+    assert [lab.tolist() for _, lab in batches] == [[0, 1, 2], [3, 4, 5], [0, 1, 2], [3, 4, 5]]
+    assert 0 < mirrored < 12
+    layer.close()
