@@ -22,50 +22,11 @@ import os
 import numpy as np
 
 from .._proto import caffe_pb2
-from ..data.datum import _pil, array_to_datum, encode_image, pil_to_chw
+from ..data.datum import _pil, array_to_datum, encode_image
+from ..data.image_list import load_image, read_image_list
 from ..data.lmdb_source import AtomicLMDBWriter
 from ..errors import DataError
 from .progress import progress
-
-
-def read_image_list(list_path):
-    """[(path, label)] from a Caffe image list (DataError naming the bad line)."""
-    list_path = os.fspath(list_path)
-    if not os.path.isfile(list_path):
-        raise DataError(f"image list '{list_path}': no such file")
-    entries = []
-    with open(list_path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            path, sep, label = text.rpartition(" ")
-            try:
-                if not sep or not path.strip():
-                    raise ValueError
-                entries.append((path.strip(), int(label)))
-            except ValueError:
-                raise DataError(f"{list_path}:{lineno}: expected '<image path> <integer label>', "
-                                f"got {text!r}") from None
-    if not entries:
-        raise DataError(f"image list '{list_path}' has no entries")
-    return entries
-
-
-def load_image(path, color: bool = True, height: int = 0, width: int = 0, where: str = ""):
-    """Read an image file as CHW uint8 (BGR planes or one gray plane), optionally resized."""
-    Image = _pil()
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise DataError(f"{where}'{path}': no such image file") from None
-    except Exception as exc:
-        raise DataError(f"{where}'{path}': cannot decode image ({exc.__class__.__name__})") from None
-    img = img.convert("RGB" if color else "L")
-    if height > 0 and width > 0 and img.size != (width, height):
-        img = img.resize((width, height), Image.BILINEAR)
-    return pil_to_chw(img, color)
 
 
 def convert_imageset(root, list_path, out_path, resize_height: int = 0, resize_width: int = 0,
