@@ -1,0 +1,178 @@
+"""Whole-net forward+backward throughput: poseidon's engine vs the same net in PyTorch.
+
+Nets come from the conformance prototxts (Data layers replaced by Input layers of the batch
+shape): LeNet (batch 64) and CIFAR-10 quick (batch 100) on the CPU; with a GPU (CuPy + torch CUDA)
+also AlexNet (batch 128). The PyTorch twin is built layer by layer from the same NetParameter
+(Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, cross-entropy) and given our
+initial weights. Both run the same thread count. Times are the minimum over interleaved
+repetitions (drift on a shared machine hits both alike; compare ratios). Also prints our per-layer
+forward/backward split, so the report says where the time goes.
+
+Usage: python bench/engine.py [--reps 7] [--threads N] [--out bench/results/engine.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+
+import numpy as np
+
+from poseidon_cli import backend, config
+from poseidon_cli.layers.base import TRAIN
+from poseidon_cli.net import Net
+from poseidon_cli.timing import fill_inputs, substitute_data_layers, time_layers
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONF = (ROOT / ".." / "shared" / "conformance").resolve()
+
+NETS = [
+    ("lenet", "bvlc/examples/mnist/lenet_train_test.prototxt", (64, 1, 28, 28), False),
+    ("cifar10_quick", "bvlc/examples/cifar10/cifar10_quick_train_test.prototxt",
+     (100, 3, 32, 32), False),
+    ("alexnet", "bvlc/models/bvlc_alexnet/train_val.prototxt", (128, 3, 227, 227), True),
+]
+
+
+def build_ours(rel, shape, xp):
+    param = config.load_net_param(CONF / rel)
+    names = [l.name for l in param.layer if l.type == "Data"]
+    param = substitute_data_layers(param, shapes={n: shape for n in names})
+    net = Net(param, TRAIN, seed=1701, xp=xp)
+    fill_inputs(net)
+    return net
+
+
+def build_torch(net, torch, device):
+    """A torch callable computing the same loss from the same weights (sequential nets only)."""
+    F = torch.nn.functional
+    ops = []
+    params = []
+    for layer in net.layers:
+        t = layer.type
+        if t in ("Input", "Split", "Accuracy"):
+            continue
+        if t == "Convolution":
+            w = torch.tensor(backend.to_host(layer.blobs[0].data), device=device,
+                             requires_grad=True)
+            b = torch.tensor(backend.to_host(layer.blobs[1].data), device=device,
+                             requires_grad=True) if len(layer.blobs) > 1 else None
+            params += [w] + ([b] if b is not None else [])
+            ops.append(lambda x, w=w, b=b, L=layer: F.conv2d(x, w, b, L.stride, L.pad,
+                                                             L.dilation, L.group))
+        elif t == "Pooling":
+            if layer.mode == "MAX":
+                ops.append(lambda x, L=layer: F.max_pool2d(x, L.kernel, L.stride, L.pad,
+                                                           ceil_mode=True))
+            else:
+                ops.append(lambda x, L=layer: F.avg_pool2d(x, L.kernel, L.stride, L.pad,
+                                                           ceil_mode=True))
+        elif t == "InnerProduct":
+            w = torch.tensor(backend.to_host(layer.blobs[0].data), device=device,
+                             requires_grad=True)
+            b = torch.tensor(backend.to_host(layer.blobs[1].data), device=device,
+                             requires_grad=True)
+            params += [w, b]
+            ops.append(lambda x, w=w, b=b: F.linear(x.flatten(1), w, b))
+        elif t == "ReLU":
+            ops.append(F.relu)
+        elif t == "LRN":
+            ops.append(lambda x, L=layer: F.local_response_norm(x, L.size, L.alpha, L.beta, L.k))
+        elif t == "Dropout":
+            ops.append(lambda x: F.dropout(x, 0.5, True))
+        elif t == "SoftmaxWithLoss":
+            ops.append(None)
+        else:
+            raise SystemExit(f"bench: no torch twin for layer type {t}")
+    x = torch.tensor(backend.to_host(net.blobs["data"].data), device=device)
+    label = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+
+    def step():
+        for p in params:
+            p.grad = None
+        h = x
+        for op in ops:
+            if op is None:
+                h = F.cross_entropy(h, label)
+            else:
+                h = op(h)
+        h.backward()
+        if device != "cpu":
+            torch.cuda.synchronize()
+    return step
+
+
+def ours_step(net):
+    def step():
+        net.clear_param_diffs()
+        net.forward_backward()
+        backend.synchronize()
+    return step
+
+
+def bench_pair(fa, fb, reps):
+    fa(), fb()   # warm up
+    ta, tb = [], []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fa()
+        ta.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fb()
+        tb.append(time.perf_counter() - t)
+    return min(ta), min(tb)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    gpu = backend.gpu_available() and torch.cuda.is_available()
+    rows = []
+    for name, rel, shape, gpu_only in NETS:
+        for dev in (["gpu"] if gpu_only else ["cpu"] + (["gpu"] if gpu else [])):
+            if dev == "gpu" and not gpu:
+                continue
+            xp = backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
+            net = build_ours(rel, shape, xp)
+            tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
+            ours, theirs = bench_pair(ours_step(net), tstep, args.reps)
+            fwd, bwd, ftot, btot, _ = time_layers(net, max(2, args.reps // 2))
+            n = shape[0]
+            rows.append({
+                "net": name, "device": dev, "batch": n,
+                "ours_img_s": n / ours, "torch_img_s": n / theirs,
+                "ratio_ours_over_torch": theirs / ours,
+                "ours_ms": ours * 1e3, "torch_ms": theirs * 1e3,
+                "profile_ms": {ln: {"forward": round(float(f), 3), "backward": round(float(b), 3)}
+                               for ln, f, b in zip(net.layer_names, fwd, bwd)},
+            })
+            backend.use_cpu()
+    print(f"{'net':14} {'dev':4} {'batch':>5} {'ours img/s':>11} {'torch img/s':>12} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['net']:14} {r['device']:4} {r['batch']:5d} {r['ours_img_s']:11.1f} "
+              f"{r['torch_img_s']:12.1f} {r['ratio_ours_over_torch']:6.2f}")
+    for r in rows:
+        prof = sorted(r["profile_ms"].items(), key=lambda kv: -(kv[1]["forward"] +
+                                                                kv[1]["backward"]))
+        total = sum(v["forward"] + v["backward"] for _, v in prof) or 1.0
+        top = ", ".join(f"{k} {100 * (v['forward'] + v['backward']) / total:.0f}%"
+                        for k, v in prof[:5])
+        print(f"  {r['net']}/{r['device']} time by layer: {top}")
+    out = {"host": platform.node(), "python": platform.python_version(),
+           "numpy": np.__version__, "torch": torch.__version__, "threads": args.threads,
+           "reps": args.reps, "results": rows}
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
