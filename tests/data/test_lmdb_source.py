@@ -1,12 +1,13 @@
 import os
 
-import lmdb
 import pytest
 
 from poseidon_cli.data.lmdb_source import (AtomicLMDBWriter, LMDBReader, count_records,
                                            iter_records, partition_source)
 from poseidon_cli.errors import DataError
 from poseidon_cli.layers.base import RunContext
+
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
 
 
 def write_db(path, n, value=lambda i: b"v%d" % i):

@@ -1,10 +1,11 @@
-import lmdb
 import numpy as np
 import pytest
 
 from poseidon_cli._proto import caffe_pb2
 from poseidon_cli.errors import DataError
 from poseidon_cli.tools.compute_mean import write_mean
+
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
 
 
 def write_db(path, images):

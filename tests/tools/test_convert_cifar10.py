@@ -8,6 +8,8 @@ from poseidon_cli.data.lmdb_source import iter_records
 from poseidon_cli.errors import DataError
 from poseidon_cli.tools.convert_cifar10 import convert_cifar10
 
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
+
 
 def write_batches(d, per_file=3, seed=0):
     rng = np.random.default_rng(seed)

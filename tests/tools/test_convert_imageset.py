@@ -8,6 +8,8 @@ from poseidon_cli.data.lmdb_source import iter_records
 from poseidon_cli.errors import DataError
 from poseidon_cli.tools.convert_imageset import convert_imageset
 
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
+
 Image = pytest.importorskip("PIL.Image")
 
 

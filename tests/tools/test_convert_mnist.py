@@ -10,6 +10,8 @@ from poseidon_cli.data.lmdb_source import iter_records
 from poseidon_cli.errors import DataError
 from poseidon_cli.tools.convert_mnist import convert_mnist
 
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
+
 
 def idx(magic, dims, payload):
     return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) + payload

@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from poseidon_cli.cli import main
 
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
+
 
 def run(*args):
     return CliRunner().invoke(main, ["data", *map(str, args)])

@@ -5,6 +5,8 @@ from poseidon_cli.data.datum import datum_to_array, parse_datum
 from poseidon_cli.data.lmdb_source import iter_records
 from poseidon_cli.tools.digits import write_digits
 
+lmdb = pytest.importorskip("lmdb")  # a runtime dependency, but absent on some GPU images
+
 datasets = pytest.importorskip("sklearn.datasets")
 
 
