@@ -4,6 +4,7 @@ run one forward/backward, and check blob shapes against Caffe's known values (ca
 
 Data layers are replaced by Input layers of the shape the database would give. A net whose layer
 types are not all registered yet is skipped, naming the missing types."""
+import pathlib
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from poseidon_cli.layers.base import TEST, TRAIN
 from poseidon_cli.net import Net
 from poseidon_cli.timing import fill_inputs, substitute_data_layers
 
-from conftest import CONFORMANCE
+CONFORMANCE = (pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance").resolve()
 
 LN1000 = math.log(1000)
 

@@ -1,5 +1,6 @@
 """Net construction and running: filtering, splits, in-place, sharing, loss weights, backward need,
 weights I/O, hooks, errors. References are hand-built (numpy) or Caffe's documented rules."""
+import pathlib
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -10,7 +11,7 @@ from poseidon_cli.errors import NetError
 from poseidon_cli.net import Net, filter_net, insert_splits
 from poseidon_cli.layers.base import TEST, TRAIN
 
-from conftest import CONFORMANCE
+CONFORMANCE = (pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance").resolve()
 
 
 def P(text):
