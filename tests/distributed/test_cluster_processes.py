@@ -46,13 +46,14 @@ def test_two_processes_over_grpc_match_single_node(tmp_path, solver_type):
     Solver(config.load_solver_param(single), solver_path=single, log=TrainLog(streams=[])).solve()
     hosts = write_hosts(tmp_path / "hosts.txt", 2)
     r = poseidon("train", "--solver", dist, "--hosts", str(hosts), "--deadline", "30", timeout=180)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = tmp_path / "dist" / "tiny.S0.M2.T1"
+    other = (run_dir / "client_1.log").read_text()[-3000:] if (run_dir / "client_1.log").exists() else ""
+    assert r.returncode == 0, r.stderr[-3000:] + "\n--- client 1 ---\n" + other
     assert "Optimization Done." in r.stderr + r.stdout
     ref = read_caffemodel(tmp_path / "single/snap/tiny_iter_20.caffemodel")
     got = read_caffemodel(tmp_path / "dist/snap/tiny_iter_20.caffemodel")
     for k in ref:
         assert rel_diff(got[k], ref[k]) < 1e-4, k
-    run_dir = tmp_path / "dist" / "tiny.S0.M2.T1"
     assert (run_dir / "client_1.log").exists()
     import json
     stats = json.loads((run_dir / "stats.client1.json").read_text())
