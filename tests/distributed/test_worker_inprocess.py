@@ -26,12 +26,22 @@ def train_single(solver_path):
     return s
 
 
-def train_cluster(solver_path, workers, shards=2, staleness=0):
+def train_cluster(solver_path, workers, shards=2, staleness=0, stop_at=None, resume=None):
+    """Train ``workers`` DistributedSolvers in threads over ``shards`` in-process shards.
+    ``stop_at``: stop after that many iterations (snapshots as configured); ``resume``: start
+    every worker from this .solverstate (as ``poseidon train --snapshot`` does)."""
     param = config.load_solver_param(solver_path)
+    if stop_at is not None:
+        param.max_iter = stop_at
+        param.snapshot_after_train = False
     solvers = [DistributedSolver(param, solver_path=solver_path, log=TrainLog(streams=[]),
                                  context=RunContext(client_id=r, num_clients=workers))
                for r in range(workers)]
-    stores = [ShardStore(i, shards, "job", SolverUpdater(param, solvers[0].multipliers()), deadline_s=30)
+    if resume:
+        for s in solvers:
+            s.restore(resume)
+    stores = [ShardStore(i, shards, "job", SolverUpdater(param, solvers[0].multipliers(), solvers[0].iter),
+                         deadline_s=30)
               for i in range(shards)]
     clients = [PSClient([LocalTransport(st) for st in stores], "job", r, workers, solvers[r].ps_layout(),
                         staleness=staleness, deadline_s=30, heartbeat_s=None) for r in range(workers)]
