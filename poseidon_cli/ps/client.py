@@ -120,9 +120,13 @@ class PSClient:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         specs = [(s.name, s.shape, s.dtype) for s in self.layout.specs]
-        futs = [self._pool.submit(tr.register, self.worker_id, self.job_id, self.protocol_version,
-                                  self.num_workers, self.staleness, len(self.transports),
-                                  self.layout.chunk_bytes, specs) for tr in self.transports]
+        args = (self.worker_id, self.job_id, self.protocol_version, self.num_workers, self.staleness,
+                len(self.transports), self.layout.chunk_bytes, specs)
+        # Shard 0 first: it is the one referee of the job's layout, so when two workers disagree
+        # (different net or solver) the one that registers second is told what differs, instead
+        # of each shard siding with whoever reached it first.
+        self.transports[0].register(*args)
+        futs = [self._pool.submit(tr.register, *args) for tr in self.transports[1:]]
         for f in futs:
             f.result()
         if self.heartbeat_s:

@@ -35,8 +35,12 @@ class GrpcTransport(ShardTransport):
         self.address, self.shard_id, self.job_id = address, shard_id, job_id
         self.protocol_version = protocol_version
         # A private subchannel pool per channel: otherwise gRPC would share one TCP connection.
+        # Reconnect backoff capped at 1 s (gRPC's default grows to 2 min): peers start in any order
+        # and a worker must notice a shard coming up within its start-up deadline.
         self._channels = [grpc.insecure_channel(address, options=CHANNEL_OPTIONS + [
-            ("grpc.use_local_subchannel_pool", 1), ("poseidon.channel", i)]) for i in range(max(1, channels))]
+            ("grpc.use_local_subchannel_pool", 1), ("poseidon.channel", i),
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)]) for i in range(max(1, channels))]
         self._rr = itertools.cycle(range(len(self._channels)))
         self._hb_stop = threading.Event()
         self._hb_future = None
@@ -74,9 +78,12 @@ class GrpcTransport(ShardTransport):
 
     # ---------------------------------------------------------------- interface
     def health(self, timeout_s):
-        m = self._method("unary_unary", "Health", ps_pb2.HealthRequest.SerializeToString,
-                         ps_pb2.HealthReply.FromString)
-        r = self._call("health", m, timeout_s, ps_pb2.HealthRequest(header=self._hdr(-1)))
+        # Ask over every channel: a channel whose earlier connection attempt failed (the shard was
+        # not up yet) stays in reconnect backoff and would fail the next RPC sent through it.
+        for ch in self._channels:
+            m = self._method("unary_unary", "Health", ps_pb2.HealthRequest.SerializeToString,
+                             ps_pb2.HealthReply.FromString, channel=ch)
+            r = self._call("health", m, timeout_s, ps_pb2.HealthRequest(header=self._hdr(-1)))
         return {"shard_id": r.shard_id, "serving": r.serving, "worker_clocks": list(r.worker_clocks),
                 "dead_workers": list(r.dead_workers), "error": r.error}
 

@@ -1,0 +1,85 @@
+"""Faults a person can act on: port in use, unreachable peer, mismatched solver, Ctrl-C."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from cluster_helpers import make_digits, write_job
+from test_cluster_processes import free_ports, poseidon, write_hosts
+
+
+def test_port_in_use_is_named(tmp_path):
+    paths = make_digits(tmp_path)
+    solver = write_job(tmp_path / "job", paths, batch=4, iters=5)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    (tmp_path / "hosts.txt").write_text(f"0 127.0.0.1 {port}\n1 127.0.0.1 {free_ports(1)[0]}\n")
+    try:
+        r = poseidon("train", "--solver", solver, "--hosts", str(tmp_path / "hosts.txt"),
+                     "--client-id", "0", "--deadline", "5", timeout=60)
+    finally:
+        busy.close()
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{port}" in last and "in use" in last, last
+    assert "Traceback" not in r.stderr
+
+
+def test_unreachable_peer_is_named_after_retrying(tmp_path):
+    paths = make_digits(tmp_path)
+    solver = write_job(tmp_path / "job", paths, batch=4, iters=5)
+    p0, p1 = free_ports(2)
+    (tmp_path / "hosts.txt").write_text(f"0 127.0.0.1 {p0}\n1 127.0.0.1 {p1}\n")
+    t0 = time.monotonic()
+    r = poseidon("train", "--solver", solver, "--hosts", str(tmp_path / "hosts.txt"),
+                 "--client-id", "0", "--deadline", "3", timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert f"127.0.0.1:{p1}" in last and "client 1" in last, last
+    assert took >= 3  # it retried for the deadline before giving up
+
+
+def test_mismatched_solver_is_rejected_naming_the_field(tmp_path):
+    paths = make_digits(tmp_path)
+    a = write_job(tmp_path / "a", paths, batch=4, iters=5, lr=0.05)
+    b = write_job(tmp_path / "b", paths, batch=4, iters=5, lr=0.01)
+    hosts = write_hosts(tmp_path / "hosts.txt", 2)
+    procs = [subprocess.Popen([sys.executable, "-m", "poseidon_cli.cli", "train", "--solver", s, "--hosts",
+                               str(hosts), "--client-id", str(k), "--deadline", "10",
+                               "--output-dir", str(tmp_path / f"out{k}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k, s in enumerate((a, b))]
+    errs = [p.communicate(timeout=60)[1] for p in procs]
+    assert any(p.returncode != 0 for p in procs)
+    text = "\n".join(errs)
+    assert "base_lr=0.05" in text and "base_lr=0.01" in text, text[-2000:]
+
+
+def test_ctrl_c_stops_every_local_client(tmp_path):
+    paths = make_digits(tmp_path)
+    solver = write_job(tmp_path / "job", paths, batch=4, iters=100000)
+    hosts = write_hosts(tmp_path / "hosts.txt", 2)
+    launcher = subprocess.Popen([sys.executable, "-m", "poseidon_cli.cli", "train", "--solver", solver,
+                                 "--hosts", str(hosts), "--deadline", "20"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    time.sleep(8)
+    children = subprocess.run(["pgrep", "-f", "--", f"--hosts {hosts}"], capture_output=True, text=True).stdout.split()
+    children = [int(c) for c in children if int(c) != launcher.pid]
+    assert len(children) >= 2, children
+    launcher.send_signal(signal.SIGINT)
+    launcher.communicate(timeout=60)
+    assert launcher.returncode != 0
+    time.sleep(0.5)
+    for pid in children:
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        assert not alive, f"client process {pid} survived Ctrl-C"
