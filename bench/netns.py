@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
 import re
 import shutil
@@ -214,6 +215,15 @@ class NetnsCluster:
         """Run ``argv`` in host ``host``'s namespace to completion (``subprocess.run`` semantics)."""
         return subprocess.run(["ip", "netns", "exec", self.ns(host), *map(str, argv)],
                               timeout=timeout, **kwargs)
+
+    def link_bytes(self, host) -> dict:
+        """Bytes host ``host`` has sent and received on its link so far: ``{"tx": n, "rx": n}``
+        (the kernel's eth0 counters; subtract two readings to get one run's traffic)."""
+        r = self.run(host, ["ip", "-s", "-j", "link", "show", "eth0"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise NetnsError(f"reading eth0 counters in {self.ns(host)} failed: {r.stderr.strip()}")
+        st = json.loads(r.stdout)[0]["stats64"]
+        return {"tx": int(st["tx"]["bytes"]), "rx": int(st["rx"]["bytes"])}
 
     # ------------------------------------------------------------------ teardown
     def _stop(self, p: subprocess.Popen):

@@ -32,6 +32,7 @@ times drift; compare the ratios of one run.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -118,8 +119,11 @@ def role_comm(args):
     k, n = args.client_id, len(hosts)
     param = config.load_solver_param(args.solver)
     # The real layout and multipliers (same code path as run_client); its net is built but not run.
+    kw = {}
+    if "svb" in inspect.signature(DistributedSolver.__init__).parameters:
+        kw = {"svb": "off", "num_shards": n}  # every weight through the PS, as the train runs here
     ds = DistributedSolver(param, solver_path=args.solver, context=RunContext(client_id=k, num_clients=n),
-                           log=TrainLog(streams=[]))
+                           log=TrainLog(streams=[]), **kw)
     job = _job_id(args.hosts)
     store = ShardStore(k, n, job, SolverUpdater(param, ds.multipliers(), 0), deadline_s=60.0,
                        heartbeat_timeout_s=15.0)
@@ -278,10 +282,16 @@ def main(argv=None):
             if not args.skip_alone:
                 runs.insert(1, ("compute1", lambda: run_compute(cl, solver, iters, workdir, env, False,
                                                                args.timeout)))
+            wire = {}
             for name, fn in runs:
                 t0 = time.time()
+                before = [cl.link_bytes(k) for k in range(2)]
                 res[name] = fn()
-                print(f"  {name}: done in {time.time() - t0:.0f}s", flush=True)
+                after = [cl.link_bytes(k) for k in range(2)]
+                # What actually crossed each capped link, per iteration (start-up included).
+                wire[name] = [round((a["tx"] - b["tx"]) / iters / 1e6, 2) for a, b in zip(after, before)]
+                print(f"  {name}: done in {time.time() - t0:.0f}s; link tx MB/iteration per host {wire[name]}",
+                      flush=True)
     except NetnsUnavailable as e:
         print(f"bench/overlap.py skipped: {e}")
         return 0
@@ -295,7 +305,7 @@ def main(argv=None):
         "params": info["params"], "bytes": info["bytes"], "window": W, "windows": K,
         "iterations": iters, "warmup_iterations": warm, "blas_threads": args.blas_threads,
         "loadavg_before": load0, "loadavg_after": os.getloadavg(), "wall_s": round(time.time() - t_start, 1),
-        "cpu_count": os.cpu_count(), **summary,
+        "cpu_count": os.cpu_count(), "link_tx_mb_per_iteration": wire, **summary,
         "raw": {"compute1": res.get("compute1"), "compute2": res["compute2"], "comm": res["comm"],
                 "nooverlap_windows": res["nooverlap"][0], "wfbp_windows": res["wfbp"][0],
                 "nooverlap_stats": [s["iterations"] for s in res["nooverlap"][1]],

@@ -100,8 +100,11 @@ def test_two_hosts_with_100mbit_cap_and_nothing_left_behind():
         # Each direction is shaped (sender's eth0 and the receiver's bridge port): ~12 MB at
         # 100 Mbit/s is ~1 s each way.
         for src, dst, port in ((0, 1, 5601), (1, 0, 5602)):
+            before = cl.link_bytes(src)
             mbit = transfer_mbit(cl, src, dst, 12, port)
             assert 60 <= mbit <= 110, f"{src}->{dst}: {mbit:.1f} Mbit/s under a 100 Mbit/s cap"
+            sent = cl.link_bytes(src)["tx"] - before["tx"]
+            assert 12 << 20 <= sent <= 1.1 * (12 << 20), "the counters must see the transfer on eth0"
         straggler = cl.run_in(0, [sys.executable, "-c", "import time; time.sleep(60)"])
     finally:
         cl.close()
