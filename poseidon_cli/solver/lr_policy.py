@@ -93,8 +93,8 @@ def learning_rate(param, it: int, current_step: int | None = None) -> float:
 class LrSchedule:
     """Stateful wrapper holding Caffe's ``current_step_`` (snapshotted in SolverState field 4)."""
 
-    def __init__(self, param, current_step: int = 0):
-        check_policy(param)
+    def __init__(self, param, current_step: int = 0, where: str = "solver"):
+        check_policy(param, where)
         self.param = param
         self.current_step = int(current_step)
 

@@ -78,8 +78,10 @@ class Solver:
         self.xp = xp or backend.default_xp()
         self.dtype = dtype
         self.log = log or TrainLog()
+        if net is None:
+            self._train_net_field()  # a missing net is the first thing to report
         self.rule = updates.make_rule(param, self.where)
-        self.schedule = LrSchedule(param)
+        self.schedule = LrSchedule(param, where=self.where)
         if param.regularization_type not in ("L1", "L2"):
             raise SolverError(f"{self.where}: unknown regularization_type \"{param.regularization_type}\"",
                               "use L2 or L1")
@@ -134,7 +136,7 @@ class Solver:
         return Net(source, phase, stages=tuple(state.stage), level=state.level,
                    context=self.context, seed=seed, xp=self.xp, dtype=self.dtype)
 
-    def _build_train_net(self):
+    def _train_net_field(self):
         p = self.param
         sources = [f for f in ("train_net_param", "train_net", "net_param", "net")
                    if (p.HasField(f) if f.endswith("param") else getattr(p, f))]
@@ -144,7 +146,11 @@ class Solver:
         if len(sources) > 1:
             raise SolverError(f"{self.where}: give only one of net, net_param, train_net, "
                               f"train_net_param (found {', '.join(sources)})")
-        field = sources[0]
+        return sources[0]
+
+    def _build_train_net(self):
+        p = self.param
+        field = self._train_net_field()
         source = getattr(p, field)
         if field.endswith("param"):
             netp = source

@@ -227,6 +227,7 @@ def test_same_seed_same_run(kit, ls_data):
     np.testing.assert_array_equal(a.net.params["ip"][0].data, b.net.params["ip"][0].data)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
 def test_nan_loss_stops_with_iteration_and_last_snapshot(kit, ls_data, tmp_path):
     X, Y = ls_data
     s, _ = make(kit, X, Y, "SGD", 10.0, "fixed", 0.9, iters=200,
