@@ -18,6 +18,12 @@ Only parameters with ``lr_mult != 0`` travel (``communicated``); BatchNorm stati
 layers stay local, as in Caffe's multi-GPU training. Gradients are divided by ``iter_size`` before
 pushing (Caffe's Normalize); regularization and the update rule run on the parameter server.
 Per-parameter bytes pushed/pulled and the time spent blocked are recorded in ``stats``.
+
+Sufficient-factor broadcasting (``sfb``: a :class:`~.sfb.FactorExchange`) runs in the same
+pipeline: after an SFB layer's backward its factors are captured and sent to every peer (at
+``push_remaining`` without overlap); before its forward the worker applies that layer's updates
+of every clock ``<= c - s - 1`` (waiting for the peers' factors), c being the client's clock.
+SFB weights are not in ``communicated`` (they never reach the parameter server).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ from ..errors import ClusterError
 
 class WaitFreeBackprop:
     def __init__(self, net, client, names, communicated, overlap: bool = True,
-                 iter_size: int = 1, deadline_s: float = 60.0):
+                 iter_size: int = 1, deadline_s: float = 60.0, sfb=None, staleness: int = 0):
         self.net = net
         self.client = client
         self.names = list(names)                  # PS name per learnable param index
@@ -47,6 +53,10 @@ class WaitFreeBackprop:
         self.bytes_pushed = np.zeros(n, dtype=np.int64)
         self.bytes_pulled = np.zeros(n, dtype=np.int64)
         self.wait_s = 0.0                          # blocked waiting for parameters this iteration
+        self.sfb = sfb
+        self.staleness = int(staleness)
+        self.sfb_layers = sfb.layer_indices if sfb is not None else set()
+        self.last_pass = True
         net.add_after_backward(self._after_backward)
         net.add_before_forward(self._before_forward)
 
@@ -54,8 +64,11 @@ class WaitFreeBackprop:
     def begin_pass(self, last: bool):
         """Call before each forward/backward pass; pushes happen only on the last of iter_size."""
         self.push_enabled = last and self.overlap
+        self.last_pass = last
 
     def _after_backward(self, li):
+        if li in self.sfb_layers and self.last_pass:
+            self.sfb.capture(li, self.client.clock_value, send=self.overlap)
         if not self.push_enabled:
             return
         for k in self.net.param_ready_after[li]:
@@ -80,6 +93,8 @@ class WaitFreeBackprop:
         """Push whatever the hooks did not (everything with --no-overlap)."""
         for k in range(len(self.names)):
             self._push(k)
+        if self.sfb is not None:
+            self.sfb.send_captured()
 
     def end_iteration(self):
         self.pushed = set()
@@ -94,6 +109,10 @@ class WaitFreeBackprop:
     def _before_forward(self, li):
         for k in self.net.layer_learnable_params[li]:
             self._take(k)
+        if li in self.sfb_layers:
+            t0 = time.perf_counter()
+            self.sfb.ensure(li, self.client.clock_value - self.staleness)
+            self.wait_s += time.perf_counter() - t0
 
     def _take(self, k):
         fut = self.pending.pop(k, None)
@@ -115,3 +134,5 @@ class WaitFreeBackprop:
         """Install every pending parameter now (before testing or snapshotting)."""
         for k in list(self.pending):
             self._take(k)
+        if self.sfb is not None:
+            self.sfb.ensure_all(self.client.clock_value - self.staleness)

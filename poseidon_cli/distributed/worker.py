@@ -17,6 +17,12 @@
 Staleness s: a worker's pull at clock c returns every worker's updates of clocks <= c - s - 1, so a
 worker runs at most s clocks ahead of the slowest. Display and test iterations average over all
 workers and therefore wait for all of them at that clock.
+
+Hybrid communication (``--svb auto|on|off``, ``sfb.py``): the weights of InnerProduct layers chosen
+by the cost model are synchronised by sufficient-factor broadcasting, peer to peer over the same
+gRPC server (hosts-file port) as the PS shard, with the solver step applied locally once per clock
+under the same SSP bound; the decision table is logged by client 0 and written to the stats file
+together with the bytes each layer moved.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from ..errors import ClusterError, PoseidonError
 from ..layers.base import RunContext
 from ..solver.solver import Solver
 from ..solver.log import TrainLog
+from . import sfb as sfb_mod
 from .updater import STATS_PREFIX, SolverUpdater, check_solver
 from .wfbp import WaitFreeBackprop
 
@@ -49,7 +56,7 @@ def solver_fingerprint(param) -> str:
     parts = []
     for f in fields:
         v = getattr(param, f)
-        parts.append(f"{f}={v:.8g}" if isinstance(v, float) else f"{f}={v}")
+        parts.append(f"{f}={v:.7g}" if isinstance(v, float) else f"{f}={v}")
     if param.stepvalue:
         parts.append("stepvalue=" + ",".join(map(str, param.stepvalue)))
     return "__solver__ " + " ".join(parts)
@@ -60,16 +67,24 @@ class DistributedSolver(Solver):
 
     Call ``attach(client)`` after construction; the PS layout is ``ps_layout()``."""
 
-    def __init__(self, param, *, overlap=True, deadline_s=DEFAULT_DEADLINE_S, **kwargs):
+    def __init__(self, param, *, overlap=True, deadline_s=DEFAULT_DEADLINE_S, svb="auto",
+                 num_shards=None, **kwargs):
         check_solver(param, kwargs.get("solver_path") or "solver")
         super().__init__(param, **kwargs)
         self.overlap = overlap
         self.deadline_s = deadline_s
         self.client = None
         self.wfbp = None
+        self.sfb = None
         net = self.net
         self.ps_names = [f"{n}" for n in net.learnable_param_names]
-        self.communicated = [lr != 0 for lr in net.params_lr]
+        self.svb = svb or "auto"
+        workers = self.context.world_size
+        self.num_shards = int(num_shards or self.context.num_clients)
+        self.sfb_plan = sfb_mod.plan_layers(net, workers, self.num_shards, self.svb, param.iter_size)
+        sfb_params = {p.param_index for p in self.sfb_plan if p.scheme == "sfb"}
+        self.communicated = [lr != 0 and k not in sfb_params for k, lr in enumerate(net.params_lr)]
+        self.sfb_params = sfb_params
         self._pass = 0
         self._t_compute = 0.0
         self.iter_stats = []
@@ -100,12 +115,26 @@ class DistributedSolver(Solver):
         return {self.ps_names[k]: (self.net.params_lr[k], self.net.params_weight_decay[k])
                 for k in range(len(self.ps_names)) if self.communicated[k]}
 
+    def decision_table(self):
+        return sfb_mod.format_table(self.sfb_plan, self.context.world_size, self.num_shards, self.svb)
+
     # -- wiring ------------------------------------------------------------------------------------------
+    def setup_sfb(self, job_id, transport, chunk_bytes=sfb_mod.DEFAULT_CHUNK_BYTES):
+        """Create this worker's FactorExchange (before its transport's server starts serving)."""
+        self.sfb = sfb_mod.FactorExchange(self.net, self.sfb_plan, lambda k: self.history[k], self.param,
+                                          self.context.rank, self.context.world_size, job_id, transport,
+                                          start_iter=self.iter, deadline_s=self.deadline_s,
+                                          chunk_bytes=chunk_bytes)
+        return self.sfb
+
     def attach(self, client):
         self.client = client
+        if self.sfb_params and self.sfb is None:
+            raise RuntimeError("call setup_sfb before attach: the plan has SFB layers")
         self.wfbp = WaitFreeBackprop(self.net, client, self.ps_names, self.communicated,
                                      overlap=self.overlap, iter_size=self.param.iter_size,
-                                     deadline_s=self.deadline_s)
+                                     deadline_s=self.deadline_s, sfb=self.sfb,
+                                     staleness=client.staleness)
 
     def publish_initial_state(self):
         """Client 0: store the parameters and the solver history in the PS."""
@@ -121,6 +150,13 @@ class DistributedSolver(Solver):
                 state[self.ps_names[k]] = {f"h{j}": backend.to_host(h) for j, h in enumerate(hist)}
         if state:
             self.client.set_solver_state(state)
+        if self.sfb is not None:
+            self.sfb.publish_initial()
+
+    def install_initial_state(self):
+        """Clients != 0, after the start-up barrier: take worker 0's SFB weights and history."""
+        if self.sfb is not None:
+            self.sfb.install_initial()
 
     # -- the iteration -----------------------------------------------------------------------------------
     def forward_backward(self):
@@ -190,6 +226,8 @@ class DistributedSolver(Solver):
         if self.context.rank != 0:
             return None
         self.wfbp.wait_all()
+        if self.sfb is not None:
+            self.sfb.ensure_all(self.client.clock_value)
         fresh = self.client.pull_all(min_clock=self.client.clock_value)
         for k, blob in enumerate(self.net.learnable_params):
             if self.communicated[k]:
@@ -235,20 +273,27 @@ def run_client(client_id: int, hosts, opts) -> int:
     context = RunContext(client_id=client_id, num_clients=n)
     netoutputs = os.path.join(run_dir, f"{param.net and os.path.splitext(os.path.basename(param.net))[0] or 'net'}.netoutputs") \
         if client_id == 0 else None
+    svb = opts.get("svb") or "auto"
     solver = DistributedSolver(param, solver_path=opts["solver"], context=context, xp=xp, log=log,
                                netoutputs_path=netoutputs, overlap=not opts.get("no_overlap"),
-                               deadline_s=deadline)
+                               deadline_s=deadline, svb=svb, num_shards=n)
     if opts.get("weights"):
         solver.copy_weights(opts["weights"])
     if opts.get("snapshot"):
         solver.restore(opts["snapshot"])
     log.info(f"client {client_id} of {n}: shard at {me.address}, staleness {staleness}, "
              f"{'wait-free backprop' if not opts.get('no_overlap') else 'no overlap'}")
+    if client_id == 0:
+        for line in solver.decision_table():
+            log.info(line)
 
     job = _job_id(opts["hosts"])
     store = ShardStore(client_id, n, job, SolverUpdater(param, solver.multipliers(), solver.iter),
                        deadline_s=deadline, heartbeat_timeout_s=min(deadline, 15.0))
     server = ShardServer(store, host=me.ip, port=me.port)
+    factors = solver.setup_sfb(job, sfb_mod.GrpcFactorTransport(
+        {i: h.address for i, h in enumerate(hosts) if i != client_id}))
+    server.add_generic_handlers([sfb_mod.grpc_handler(factors)])
     server.start()
     transports = [GrpcTransport(h.address, i, job, channels=2) for i, h in enumerate(hosts)]
     client = PSClient(transports, job, worker_id=client_id, num_workers=n, params=solver.ps_layout(),
@@ -261,9 +306,12 @@ def run_client(client_id: int, hosts, opts) -> int:
         if client_id == 0:
             solver.publish_initial_state()
         client.barrier()
+        if client_id != 0:
+            solver.install_initial_state()
         solver.wfbp.request_pulls()
         solver.solve()
         solver.wfbp.wait_all()
+        factors.flush()  # every peer has our last factors before anyone leaves
         client.finish()
     except ClusterError as exc:
         client.close()
@@ -277,6 +325,7 @@ def run_client(client_id: int, hosts, opts) -> int:
     finally:
         _write_stats(stats_path, solver, client_id, n, staleness, time.time() - t_start)
         server.stop(grace=1.0)
+        factors.close()
     return 0
 
 
@@ -293,13 +342,23 @@ def _lost_client(message: str, hosts, me: int):
 def _write_stats(path, solver, client_id, n, staleness, wall_s):
     wfbp = solver.wfbp
     per_param = []
+    iters = len(solver.iter_stats)
+    sfb_rows = {r["param"]: r for r in solver.sfb.layer_stats(iters)} if solver.sfb is not None else {}
     if wfbp is not None:
         for k, name in enumerate(solver.ps_names):
+            if name in sfb_rows:
+                r = sfb_rows[name]
+                per_param.append({"param": name, "communicated": True, "scheme": "sfb",
+                                  "bytes_sent": r["bytes_sent"], "bytes_received": r["bytes_received"]})
+                continue
             per_param.append({"param": name, "communicated": bool(solver.communicated[k]),
+                              "scheme": "ps" if solver.communicated[k] else "local",
                               "bytes_sent": int(wfbp.bytes_pushed[k]),
                               "bytes_received": int(wfbp.bytes_pulled[k])})
     doc = {"client": client_id, "clients": n, "staleness": staleness, "wall_s": round(wall_s, 3),
-           "iterations": solver.iter_stats, "params": per_param}
+           "svb": solver.svb, "iterations": solver.iter_stats, "params": per_param,
+           "sfb_decisions": [p.row() for p in solver.sfb_plan],
+           "sfb_layers": list(sfb_rows.values())}
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh, indent=1)

@@ -203,14 +203,28 @@ class ShardServicer:
         })
 
 
+DATA_PLANES = ("tcp", "grpc")
+DEFAULT_DATA_PLANE = "tcp"
+
+
 class ShardServer:
     """A gRPC server for one shard on ``host:port`` (port 0: pick a free one; ``start`` returns it).
 
     ``max_workers`` bounds concurrent RPCs: every worker holds a heartbeat stream and may park pulls,
-    so it must exceed P * (1 + streams in flight)."""
+    so it must exceed P * (1 + streams in flight).
 
-    def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128):
+    ``data_plane="tcp"`` also serves Push / Pull payloads on a plain TCP listener (tcp_server.py) on
+    ``host:data_port`` (0: a free port, announced over gRPC; see ``.data_port``). Push / Pull over gRPC
+    keep working either way, so workers may use either data plane."""
+
+    def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128,
+                 data_plane: str = DEFAULT_DATA_PLANE, data_port: int = 0):
         from concurrent.futures import ThreadPoolExecutor
+
+        from . import tcp_server
+
+        if data_plane not in DATA_PLANES:
+            raise ValueError(f"data_plane must be one of {DATA_PLANES}, got {data_plane!r}")
 
         self.store = store
         self.host = host
@@ -226,17 +240,33 @@ class ShardServer:
                                "is the port in use?") from None
         if not self.port:
             raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port}", "is the port in use?")
+        self.data_server = tcp_server.TcpDataServer(store, host, data_port) if data_plane == "tcp" else None
+        self._server.add_generic_rpc_handlers((tcp_server.endpoint_handler(self.data_server),))
+
+    @property
+    def data_port(self) -> int | None:
+        """Port of the TCP data plane (None when it is not served)."""
+        return self.data_server.port if self.data_server is not None else None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def add_generic_handlers(self, handlers) -> None:
+        """Serve further gRPC services on this server's port (e.g. SFB's FactorBroadcast);
+        call before ``start``."""
+        self._server.add_generic_rpc_handlers(tuple(handlers))
+
     def start(self) -> int:
+        if self.data_server is not None:
+            self.data_server.start()
         self._server.start()
         return self.port
 
     def stop(self, grace: float | None = 0.5) -> None:
         self.store.stop()
+        if self.data_server is not None:
+            self.data_server.stop()
         self._server.stop(grace).wait()
         self._stopped.set()
 
@@ -255,11 +285,14 @@ def main(argv=None) -> int:
     ap.add_argument("--updater", default="sgd:lr=0.01")
     ap.add_argument("--deadline-s", type=float, default=60.0)
     ap.add_argument("--heartbeat-timeout-s", type=float, default=None)
+    ap.add_argument("--data-plane", choices=DATA_PLANES, default=DEFAULT_DATA_PLANE,
+                    help="tcp: also serve Push/Pull payloads on a plain TCP port (announced over gRPC)")
+    ap.add_argument("--data-port", type=int, default=0)
     a = ap.parse_args(argv)
     store = ShardStore(a.shard_id, a.num_shards, a.job_id, make_updater(a.updater),
                        deadline_s=a.deadline_s, heartbeat_timeout_s=a.heartbeat_timeout_s)
     try:
-        server = ShardServer(store, a.host, a.port)
+        server = ShardServer(store, a.host, a.port, data_plane=a.data_plane, data_port=a.data_port)
     except ClusterError as e:
         print(f"poseidon: error: {e.one_line()}", file=sys.stderr)
         return 2

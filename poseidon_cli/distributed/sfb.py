@@ -1,0 +1,630 @@
+"""Sufficient-factor broadcasting (SFB) for InnerProduct weights, and the cost model that picks it.
+
+**Factors.** An InnerProduct layer's weight W is (N_out, K_in); over a batch of B rows its gradient
+is ``dW = top_diffᵀ · bottom_data`` with top_diff (B, N_out) and bottom_data (B, K_in): two thin
+matrices, the layer's sufficient factors. Instead of pushing dW (N_out·K_in numbers) to the
+parameter server and pulling W back, every worker sends its two factors to every peer, and every
+worker rebuilds the averaged gradient and applies the solver step to its own replica.
+
+**Cost model** (per layer, bytes one node sends + receives per iteration; poseidon-reference.md
+§2.2-2.3, weight M x N, batch K, P1 workers, P2 PS shards, a shard colocated with each worker):
+
+* PS:  ``2·M·N·(P1+P2-2)/P2`` elements  (:func:`ps_bytes`)
+* SFB: ``2·K·(P1-1)·(M+N)`` elements     (:func:`sfb_bytes`)
+
+``--svb auto`` chooses SFB for a layer iff its SFB bytes are strictly fewer and the weight is not
+tiny (under ``TINY_WEIGHT_BYTES``, 256 KiB: there the fixed cost of one stream per peer per layer
+and the local solver step outweigh any bytes saved, and Poseidon's own docs advise against SVB for
+small nets); ``on`` chooses SFB for every eligible layer, ``off`` for none. Eligible: an InnerProduct layer whose weight has lr_mult != 0,
+is not shared with another layer, is not ``transpose``d, with ``iter_size`` 1 and more than one
+worker. Biases and every other parameter stay on the PS. Since P* = 2MN/(K(M+N)) < 2·min(M,N)/K, a
+layer whose smaller side is at most the batch never chooses SFB.
+
+**Semantics** (the same as the PS path; the original Poseidon did not honour them):
+
+* clocks: the factors a worker makes during iteration ``c`` carry clock ``c``. Update ``c`` of a
+  layer is ``(1/P) Σ_p top_diff_pᵀ · bottom_p`` over every worker p, summed in worker-id order, so
+  every replica computes bit-identical values (and, per worker, exactly the gradient its own
+  InnerProduct backward would have pushed: one GEMM of P·K rows would round differently, which
+  Adam's sign-like steps amplify on near-zero gradients); then coupled
+  regularization (``weight_decay · decay_mult``), the solver rule with ``lr(start_iter + c) ·
+  lr_mult`` and ``W -= step``: once per clock, in clock order, with the solver history kept locally
+  (``Solver.history``, so snapshots include it and resume on one node or many).
+* SSP: before the forward of an SFB layer at clock ``c`` a worker has applied the updates of every
+  clock ``<= c - s - 1``, waiting for the factors of every peer (with s = 0: of the previous clock).
+  Later complete clocks are applied when already there.
+* start-up: worker 0 sends its weights and history of every SFB layer to every peer (replicas start
+  equal whatever each worker's random filler did).
+* every wait has a deadline; on expiry a ClusterError names the peers whose factors are missing; a
+  failed send names the peer and its address.
+
+**Wire** (``proto/sfb.proto``, service ``poseidon.sfb.FactorBroadcast``, served by the same gRPC
+server as the client's PS shard, i.e. on its hosts-file port): one ``Send`` stream per (layer, clock,
+peer) carrying both factors cut into chunks of at most ``chunk_bytes`` of raw elements. The frames
+are serialized once and sent to every peer. ``LocalFactorHub`` delivers the same frames in-process
+(tests run a whole cluster in threads).
+
+Bytes counted per layer: payload bytes sent and received (``4·K·(M+N)`` per peer and direction).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .._proto import sfb_pb2
+from ..backend import get_array_module, to_host
+from ..errors import ClusterError
+from ..solver.lr_policy import learning_rate
+from ..solver.updates import make_rule, regularize
+
+SERVICE = "poseidon.sfb.FactorBroadcast"
+DEFAULT_CHUNK_BYTES = 1 << 20
+MODES = ("auto", "on", "off")
+TINY_WEIGHT_BYTES = 256 * 1024
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cost model
+# ----------------------------------------------------------------------------------------------------
+
+def ps_bytes(m: int, n: int, p1: int, p2: int, itemsize: int = 4) -> int:
+    """Bytes one colocated server+worker node sends+receives per iteration to synchronise an M x N
+    weight through the PS: its worker pushes and pulls everything but its own shard's part
+    (2MN(P2-1)/P2), its shard serves the other P1-1 workers (2MN(P1-1)/P2)."""
+    return int(round(2 * m * n * (p1 + p2 - 2) / p2 * itemsize))
+
+
+def sfb_bytes(m: int, n: int, k: int, p1: int, itemsize: int = 4) -> int:
+    """Bytes one node sends+receives per iteration to synchronise an M x N weight by SFB with
+    batch K: K rows of (M + N) values to and from each of the P1-1 peers."""
+    return 2 * k * (p1 - 1) * (m + n) * itemsize
+
+
+def choose(m: int, n: int, k: int, p1: int, p2: int, mode: str = "auto") -> str:
+    """"sfb" or "ps" for an eligible layer (see module docstring)."""
+    if mode not in MODES:
+        raise ValueError(f"--svb must be one of {', '.join(MODES)}, got {mode!r}")
+    if p1 <= 1 or mode == "off":
+        return "ps"
+    if mode == "on":
+        return "sfb"
+    if m * n * 4 < TINY_WEIGHT_BYTES:
+        return "ps"
+    return "sfb" if sfb_bytes(m, n, k, p1) < ps_bytes(m, n, p1, p2) else "ps"
+
+
+@dataclass
+class LayerPlan:
+    """The decision for one InnerProduct weight. ``shape`` is the weight as stored (M x N =
+    N_out x K_in); ``batch`` the rows the layer sees per iteration (K)."""
+    layer: str
+    layer_index: int
+    param_index: int
+    param_name: str
+    shape: tuple
+    batch: int
+    ps_bytes: int
+    sfb_bytes: int
+    scheme: str          # "sfb" | "ps"
+    note: str = ""       # why an SFB-capable shape stays on the PS
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def plan_layers(net, num_workers: int, num_shards: int, mode: str = "auto",
+                iter_size: int = 1) -> list[LayerPlan]:
+    """One LayerPlan per InnerProduct layer with a learnable (lr_mult != 0) weight, in net order."""
+    if mode not in MODES:
+        raise ValueError(f"--svb must be one of {', '.join(MODES)}, got {mode!r}")
+    users: dict[int, int] = {}
+    for li, idxs in enumerate(net.layer_learnable_params):
+        for k in set(idxs):
+            users[k] = users.get(k, 0) + 1
+    plans = []
+    for li, layer in enumerate(net.layers):
+        if layer.param.type != "InnerProduct" or not layer.blobs:
+            continue
+        name = net.layer_names[li]
+        own = f"{name}/0"
+        k = next((k for k in net.layer_learnable_params[li] if net.learnable_param_names[k] == own), None)
+        note = ""
+        if k is None:
+            # the weight belongs to another layer (shared by name)
+            k = next((k for k in net.layer_learnable_params[li]
+                      if net.learnable_params[k].data is layer.blobs[0].data), None)
+            if k is None or net.params_lr[k] == 0:
+                continue
+            note = "weight shared with another layer"
+        if net.params_lr[k] == 0:
+            continue
+        m, n = (int(d) for d in layer.blobs[0].shape)
+        batch = int(getattr(layer, "M", 0) or net.bottom_vecs[li][0].shape[0])
+        if not note and users.get(k, 0) > 1:
+            note = "weight shared with another layer"
+        if not note and layer.param.inner_product_param.transpose:
+            note = "transpose: true"
+        if not note and iter_size > 1:
+            note = f"iter_size {iter_size} > 1"
+        scheme = "ps" if note else choose(m, n, batch, num_workers, num_shards, mode)
+        if not note and num_workers <= 1:
+            note = "one worker"
+        if not note and mode == "auto" and scheme == "ps" and m * n * 4 < TINY_WEIGHT_BYTES:
+            note = "tiny weight"
+        plans.append(LayerPlan(name, li, k, net.learnable_param_names[k], (m, n), batch,
+                               ps_bytes(m, n, num_workers, num_shards),
+                               sfb_bytes(m, n, batch, num_workers), scheme, note))
+    return plans
+
+
+def _mb(b: int) -> str:
+    return f"{b / 1e6:.2f} MB" if b >= 1e4 else f"{b} B"
+
+
+def format_table(plans, num_workers: int, num_shards: int, mode: str) -> list[str]:
+    """The decision table as log lines (layer, M x N, batch, PS bytes, SFB bytes, choice)."""
+    lines = [f"Communication per InnerProduct weight (--svb {mode}; P1={num_workers} workers, "
+             f"P2={num_shards} shards; bytes per node per iteration):"]
+    head = f"  {'layer':<16} {'M x N':>13} {'batch':>6} {'PS bytes':>12} {'SFB bytes':>12}  choice"
+    lines.append(head)
+    for p in plans:
+        shape = f"{p.shape[0]} x {p.shape[1]}"
+        choice = p.scheme.upper() + (f" ({p.note})" if p.note else "")
+        lines.append(f"  {p.layer:<16} {shape:>13} {p.batch:>6} {_mb(p.ps_bytes):>12} "
+                     f"{_mb(p.sfb_bytes):>12}  {choice}")
+    if not plans:
+        lines.append("  (no InnerProduct weight to decide on)")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transports
+# ----------------------------------------------------------------------------------------------------
+
+class FactorTransport:
+    """How a worker reaches its peers. ``send(peer, frames, deadline_s)`` delivers serialized
+    ``FactorChunk`` messages (one stream) and returns when the peer has them; raises ClusterError
+    naming the peer on failure. ``address(peer)`` names it in messages."""
+
+    def send(self, peer: int, frames: list, deadline_s: float) -> None: raise NotImplementedError
+    def address(self, peer: int) -> str: return f"worker {peer}"
+    def close(self) -> None: pass
+
+
+class LocalFactorHub:
+    """In-process delivery between exchanges of one process (tests): ``register(worker_id,
+    exchange)`` each, and give each exchange ``hub.transport()``. Frames are parsed from their
+    wire bytes, so chunking and reassembly are the same as over gRPC."""
+
+    def __init__(self):
+        self.exchanges: dict[int, "FactorExchange"] = {}
+
+    def register(self, worker_id: int, exchange: "FactorExchange") -> None:
+        self.exchanges[worker_id] = exchange
+
+    def transport(self) -> "LocalFactorTransport":
+        return LocalFactorTransport(self)
+
+
+class LocalFactorTransport(FactorTransport):
+    def __init__(self, hub: LocalFactorHub):
+        self.hub = hub
+
+    def address(self, peer):
+        return f"local worker {peer}"
+
+    def send(self, peer, frames, deadline_s):
+        ex = self.hub.exchanges.get(peer)
+        if ex is None:
+            raise ClusterError(f"no local worker {peer} to send sufficient factors to")
+        for f in frames:
+            ex.receive(sfb_pb2.FactorChunk.FromString(f))
+
+
+class GrpcFactorTransport(FactorTransport):
+    """``addresses``: peer id -> "host:port" (the peer's hosts-file address: SFB is served by the
+    same gRPC server as its PS shard). One channel per peer, opened on first use."""
+
+    def __init__(self, addresses: dict):
+        self.addresses = dict(addresses)
+        self._channels = {}
+        self._lock = threading.Lock()
+
+    def address(self, peer):
+        return f"worker {peer} at {self.addresses.get(peer, '?')}"
+
+    def _stub(self, peer):
+        import grpc
+        from ..ps.server import CHANNEL_OPTIONS
+
+        with self._lock:
+            ch = self._channels.get(peer)
+            if ch is None:
+                ch = self._channels[peer] = grpc.insecure_channel(self.addresses[peer], options=CHANNEL_OPTIONS)
+        return ch.stream_unary(f"/{SERVICE}/Send", request_serializer=None,
+                               response_deserializer=sfb_pb2.SendReply.FromString)
+
+    def send(self, peer, frames, deadline_s):
+        import grpc
+
+        try:
+            self._stub(peer)(iter(frames), timeout=deadline_s)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ClusterError(e.details()) from None
+            raise ClusterError(f"sending sufficient factors to {self.address(peer)} failed: {code} "
+                               f"({e.details() if hasattr(e, 'details') else e})",
+                               "the peer's host may have died") from None
+
+    def close(self):
+        with self._lock:
+            for ch in self._channels.values():
+                ch.close()
+            self._channels.clear()
+
+
+def grpc_handler(exchange: "FactorExchange"):
+    """A generic gRPC handler serving ``FactorBroadcast`` into ``exchange`` (add it to the shard's
+    server with ``ShardServer.add_generic_handlers``). ClusterError -> FAILED_PRECONDITION."""
+    import grpc
+
+    def send(request_iterator, context):
+        n = 0
+        try:
+            for msg in request_iterator:
+                exchange.receive(msg)
+                n += 1
+        except ClusterError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.one_line())
+        except (KeyError, ValueError) as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"worker {exchange.worker_id}: {e}")
+        return sfb_pb2.SendReply(chunks=n)
+
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Send": grpc.stream_unary_rpc_method_handler(
+            send, request_deserializer=sfb_pb2.FactorChunk.FromString,
+            response_serializer=sfb_pb2.SendReply.SerializeToString)})
+
+
+# ----------------------------------------------------------------------------------------------------
+# The exchange
+# ----------------------------------------------------------------------------------------------------
+
+class _Assembly:
+    """One matrix being reassembled from chunks."""
+
+    def __init__(self, rows, cols, dtype):
+        self.array = np.empty((int(rows), int(cols)), dtype=np.dtype(dtype))
+        self.filled = 0
+
+    def add(self, offset, data) -> bool:
+        flat = self.array.reshape(-1)
+        part = np.frombuffer(data, dtype=flat.dtype)
+        if offset < 0 or offset + part.size > flat.size:
+            raise ValueError(f"chunk at {offset} of {part.size} elements outside a matrix of {flat.size}")
+        flat[offset:offset + part.size] = part
+        self.filled += part.size
+        return self.filled >= flat.size
+
+
+class FactorExchange:
+    """SFB state of one worker (see module docstring).
+
+    ``net``: the train Net; ``plans``: :func:`plan_layers` output (only ``scheme == "sfb"`` entries
+    are used); ``history_of(k)``: the solver's history list of learnable param k (read at each
+    step, so ``Solver.restore`` may replace it); ``solver_param``: the SolverParameter (rule, lr
+    policy, weight decay); ``start_iter``: the iteration clock 0 is.
+
+    Main-thread calls: :meth:`capture` (after an SFB layer's backward), :meth:`send_captured`,
+    :meth:`ensure` (before its forward), :meth:`ensure_all`, :meth:`flush`,
+    :meth:`publish_initial` / :meth:`install_initial`. :meth:`receive` runs on transport threads.
+    """
+
+    def __init__(self, net, plans, history_of, solver_param, worker_id: int, num_workers: int,
+                 job_id: str, transport: FactorTransport, start_iter: int = 0,
+                 deadline_s: float = 60.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        self.net = net
+        self.plans = [p for p in plans if p.scheme == "sfb"]
+        self.by_layer = {p.layer_index: j for j, p in enumerate(self.plans)}
+        self.param_indices = {p.param_index for p in self.plans}
+        self.history_of = history_of
+        self.param = solver_param
+        self.rule = make_rule(solver_param)
+        self.weight_decay = float(solver_param.weight_decay)
+        self.reg_type = solver_param.regularization_type or "L2"
+        self.worker_id, self.num_workers, self.job_id = worker_id, num_workers, job_id
+        self.transport = transport
+        self.start_iter = int(start_iter)
+        self.deadline_s = deadline_s
+        self.chunk_bytes = int(chunk_bytes)
+        n = len(self.plans)
+        self.applied = [0] * n                   # clocks applied per layer
+        self.bytes_sent = [0] * n
+        self.bytes_received = [0] * n
+        self.wait_s = 0.0
+        self._cv = threading.Condition()
+        self._parts: dict = {}                   # (j, clock, sender, kind) -> _Assembly
+        self._factors: dict = {}                 # (j, clock) -> {sender: {kind: array}}
+        self._grads: dict = {}                   # (j, clock) -> averaged gradient (weight's xp)
+        self._initial: dict = {}                 # (j, kind, slot) -> array (from worker 0)
+        self._captured: dict = {}                # j -> (clock, top_diff, bottom) not yet sent
+        self._sends: list = []
+        self._failure: BaseException | None = None
+        self._send_pool = cf.ThreadPoolExecutor(max(2, 2 * (num_workers - 1)),
+                                                thread_name_prefix=f"sfb-send-w{worker_id}")
+        self._compute_pool = cf.ThreadPoolExecutor(1, thread_name_prefix=f"sfb-gemm-w{worker_id}")
+        # The layer's own weight-gradient GEMM would be thrown away: skip it.
+        for p in self.plans:
+            net.layers[p.layer_index].param_propagate_down[0] = False
+
+    @property
+    def layer_indices(self):
+        return set(self.by_layer)
+
+    # -- sending -------------------------------------------------------------------------------
+    def _frames(self, j, clock, kind, array, slot=0):
+        flat = np.ascontiguousarray(array).reshape(-1)
+        rows, cols = (array.shape[0], int(np.prod(array.shape[1:], dtype=np.int64))) if array.ndim else (1, 1)
+        per = max(1, self.chunk_bytes // flat.itemsize)
+        out = []
+        for off in range(0, max(flat.size, 1), per):
+            out.append(sfb_pb2.FactorChunk(
+                job_id=self.job_id, worker_id=self.worker_id, clock=clock, layer=j, kind=kind, slot=slot,
+                rows=rows, cols=cols, dtype=flat.dtype.name, offset=off,
+                data=flat[off:off + per].tobytes()).SerializeToString())
+        return out
+
+    def _broadcast(self, frames, what):
+        for peer in range(self.num_workers):
+            if peer == self.worker_id:
+                continue
+            fut = self._send_pool.submit(self.transport.send, peer, frames, self.deadline_s)
+            fut.add_done_callback(lambda f, peer=peer: self._send_done(f, peer, what))
+            with self._cv:
+                self._sends.append(fut)
+
+    def _send_done(self, fut, peer, what):
+        exc = fut.exception()
+        if exc is not None:
+            if not isinstance(exc, ClusterError):
+                exc = ClusterError(f"sending {what} to {self.transport.address(peer)} failed: {exc}")
+            with self._cv:
+                if self._failure is None:
+                    self._failure = exc
+                self._cv.notify_all()
+
+    def _check(self):
+        if self._failure is not None:
+            raise ClusterError(f"worker {self.worker_id}: {self._failure.one_line()}")
+
+    def capture(self, li: int, clock: int, send: bool = True) -> None:
+        """Copy layer ``li``'s factors of ``clock`` (call right after its backward); keep them for
+        this worker's own update and send them to every peer now (``send``) or at
+        :meth:`send_captured`."""
+        j = self.by_layer[li]
+        layer = self.net.layers[li]
+        top = self.net.top_vecs[li][0]
+        bottom = self.net.bottom_vecs[li][0]
+        rows = layer.M
+        dy = np.array(to_host(top.diff), copy=True).reshape(rows, -1)
+        x = np.array(to_host(bottom.data), copy=True).reshape(rows, -1)
+        self._add_factors(j, clock, self.worker_id, {sfb_pb2.TOP_DIFF: dy, sfb_pb2.BOTTOM_DATA: x})
+        if send:
+            self._send_factors(j, clock, dy, x)
+        else:
+            self._captured[j] = (clock, dy, x)
+
+    def _send_factors(self, j, clock, dy, x):
+        self._check()
+        frames = self._frames(j, clock, sfb_pb2.TOP_DIFF, dy) + self._frames(j, clock, sfb_pb2.BOTTOM_DATA, x)
+        self.bytes_sent[j] += (dy.nbytes + x.nbytes) * (self.num_workers - 1)
+        self._broadcast(frames, f"sufficient factors of layer '{self.plans[j].layer}' (clock {clock})")
+
+    def send_captured(self) -> None:
+        """Send the factors :meth:`capture` kept (``send=False``: no overlap)."""
+        captured, self._captured = self._captured, {}
+        for j, (clock, dy, x) in sorted(captured.items()):
+            self._send_factors(j, clock, dy, x)
+
+    def flush(self) -> None:
+        """Block until every send finished; raise the first failure."""
+        with self._cv:
+            sends, self._sends = self._sends, []
+        for f in sends:
+            try:
+                f.result(timeout=self.deadline_s + 5.0)
+            except cf.TimeoutError:
+                raise ClusterError(f"worker {self.worker_id}: sending sufficient factors did not finish "
+                                   f"within {self.deadline_s:.0f}s") from None
+            except ClusterError:
+                pass  # recorded by _send_done
+        self._check()
+
+    # -- receiving -----------------------------------------------------------------------------
+    def receive(self, msg) -> None:
+        """Take one ``FactorChunk`` (any thread)."""
+        if msg.job_id != self.job_id:
+            raise ClusterError(f"worker {self.worker_id} runs job {self.job_id!r}; worker {msg.worker_id} "
+                               f"sent sufficient factors of job {msg.job_id!r}")
+        if not 0 <= msg.layer < len(self.plans):
+            raise ValueError(f"SFB layer index {msg.layer} out of range (this worker has {len(self.plans)})")
+        if not 0 <= msg.worker_id < self.num_workers:
+            raise ValueError(f"sender worker id {msg.worker_id} out of range")
+        key = (msg.layer, msg.clock, msg.worker_id, msg.kind, msg.slot)
+        with self._cv:
+            asm = self._parts.get(key)
+            if asm is None:
+                asm = self._parts[key] = _Assembly(msg.rows, msg.cols, msg.dtype)
+        # Chunks of one matrix are disjoint: fill outside the lock.
+        done = asm.add(msg.offset, msg.data)
+        if not done:
+            return
+        with self._cv:
+            if self._parts.pop(key, None) is None:
+                return
+            if msg.kind in (sfb_pb2.WEIGHTS, sfb_pb2.HISTORY):
+                self._initial[(msg.layer, msg.kind, msg.slot)] = asm.array
+                self._cv.notify_all()
+                return
+            self.bytes_received[msg.layer] += asm.array.nbytes
+        self._add_factors(msg.layer, msg.clock, msg.worker_id, {msg.kind: asm.array})
+
+    def _add_factors(self, j, clock, sender, parts):
+        with self._cv:
+            if clock < self.applied[j]:
+                return  # a repeat of an applied clock
+            entry = self._factors.setdefault((j, clock), {})
+            entry.setdefault(sender, {}).update(parts)
+            ready = (len(entry) == self.num_workers and all(len(v) == 2 for v in entry.values()))
+            if ready:
+                del self._factors[(j, clock)]
+        if ready:
+            self._compute_pool.submit(self._rebuild, j, clock, entry)
+
+    def _rebuild(self, j, clock, entry):
+        """The averaged gradient of clock ``clock``: one GEMM over every worker's rows in worker-id
+        order (identical on every replica)."""
+        try:
+            w = self.net.learnable_params[self.plans[j].param_index].data
+            xp = get_array_module(w)
+            ctx = w.device if xp is not np else contextlib.nullcontext()
+            with ctx:
+                g = tmp = None
+                for p in range(self.num_workers):
+                    dy = xp.asarray(entry[p][sfb_pb2.TOP_DIFF], dtype=w.dtype)
+                    x = xp.asarray(entry[p][sfb_pb2.BOTTOM_DATA], dtype=w.dtype)
+                    if g is None:
+                        g = dy.T @ x
+                    else:
+                        if tmp is None:
+                            tmp = xp.empty_like(g)
+                        xp.matmul(dy.T, x, out=tmp)
+                        g += tmp
+                if self.num_workers > 1:
+                    g /= self.num_workers
+                if g.shape != w.shape:
+                    raise ValueError(f"factors of layer '{self.plans[j].layer}' give a {g.shape} "
+                                     f"gradient for a {w.shape} weight")
+            with self._cv:
+                self._grads[(j, clock)] = g
+                self._cv.notify_all()
+        except BaseException as e:  # noqa: BLE001 - reported to the waiting main thread
+            with self._cv:
+                if self._failure is None:
+                    self._failure = ClusterError(f"rebuilding the gradient of layer "
+                                                 f"'{self.plans[j].layer}' failed: {e}")
+                self._cv.notify_all()
+
+    # -- applying ------------------------------------------------------------------------------
+    def _missing(self, j, clock):
+        entry = self._factors.get((j, clock), {})
+        return [p for p in range(self.num_workers)
+                if p != self.worker_id and len(entry.get(p, {})) < 2]
+
+    def ensure(self, li: int, need: int) -> None:
+        """Before layer ``li``'s forward: apply its updates of every clock ``< need`` (waiting for
+        them), and any later one already rebuilt."""
+        self._ensure_layer(self.by_layer[li], need)
+
+    def ensure_all(self, need: int) -> None:
+        for j in range(len(self.plans)):
+            self._ensure_layer(j, need)
+
+    def _ensure_layer(self, j, need):
+        t0 = time.perf_counter()
+        while True:
+            with self._cv:
+                clock = self.applied[j]
+                g = self._grads.pop((j, clock), None)
+                if g is None:
+                    if clock >= need:
+                        break
+                    end = time.monotonic() + self.deadline_s
+                    while (j, clock) not in self._grads and self._failure is None:
+                        left = end - time.monotonic()
+                        if left <= 0:
+                            missing = self._missing(j, clock)
+                            who = ("from " + ", ".join(f"worker {m}" for m in missing) if missing else
+                                   "(all factors arrived; the gradient was not rebuilt in time)")
+                            raise ClusterError(
+                                f"worker {self.worker_id}: no sufficient factors of layer "
+                                f"'{self.plans[j].layer}' for clock {clock} {who} within "
+                                f"{self.deadline_s:.0f}s")
+                        self._cv.wait(min(left, 1.0))
+                    self._check()
+                    g = self._grads.pop((j, clock))
+            self._step(j, clock, g)
+            with self._cv:
+                self.applied[j] = clock + 1
+        self.wait_s += time.perf_counter() - t0
+
+    def _step(self, j, clock, g):
+        """Caffe's update for one clock, as SolverUpdater does it on the PS."""
+        p = self.plans[j]
+        k = p.param_index
+        w = self.net.learnable_params[k].data
+        it = self.start_iter + clock
+        rate = learning_rate(self.param, it) * self.net.params_lr[k]
+        regularize(w, g, self.weight_decay * self.net.params_weight_decay[k], self.reg_type)
+        self.rule.compute_update(g, self.history_of(k), rate, it, w)
+        w -= g
+
+    # -- start-up ------------------------------------------------------------------------------
+    def publish_initial(self) -> None:
+        """Worker 0: send every SFB weight and its solver history to every peer; blocks."""
+        for j, p in enumerate(self.plans):
+            w = to_host(self.net.learnable_params[p.param_index].data)
+            frames = self._frames(j, -1, sfb_pb2.WEIGHTS, w)
+            for s, h in enumerate(self.history_of(p.param_index)):
+                frames += self._frames(j, -1, sfb_pb2.HISTORY, to_host(h), slot=s)
+            self._broadcast(frames, f"initial weights of layer '{p.layer}'")
+        self.flush()
+
+    def install_initial(self) -> None:
+        """Workers != 0: wait for worker 0's initial values and install them."""
+        num_hist = self.rule.num_history
+        need = [(j, sfb_pb2.WEIGHTS, 0) for j in range(len(self.plans))]
+        need += [(j, sfb_pb2.HISTORY, s) for j in range(len(self.plans)) for s in range(num_hist)]
+        end = time.monotonic() + self.deadline_s
+        with self._cv:
+            while not all(k in self._initial for k in need):
+                self._check()
+                left = end - time.monotonic()
+                if left <= 0:
+                    names = sorted({self.plans[key[0]].layer for key in need if key not in self._initial})
+                    raise ClusterError(f"worker {self.worker_id}: no initial weights of SFB layer(s) "
+                                       f"{names} from worker 0 within {self.deadline_s:.0f}s")
+                self._cv.wait(min(left, 1.0))
+            initial = dict(self._initial)
+            self._initial.clear()
+        for j, p in enumerate(self.plans):
+            blob = self.net.learnable_params[p.param_index]
+            xp = get_array_module(blob.data)
+            blob.data[...] = xp.asarray(initial[(j, sfb_pb2.WEIGHTS, 0)].reshape(blob.shape))
+            for s, h in enumerate(self.history_of(p.param_index)):
+                h[...] = xp.asarray(initial[(j, sfb_pb2.HISTORY, s)].reshape(h.shape))
+
+    # -- reporting -----------------------------------------------------------------------------
+    def layer_stats(self, iterations: int) -> list[dict]:
+        """Per SFB layer: bytes sent/received in total and per iteration, next to the model."""
+        out = []
+        for j, p in enumerate(self.plans):
+            it = max(1, iterations)
+            out.append({"layer": p.layer, "param": p.param_name, "iterations": iterations,
+                        "bytes_sent": int(self.bytes_sent[j]), "bytes_received": int(self.bytes_received[j]),
+                        "bytes_per_iteration": (self.bytes_sent[j] + self.bytes_received[j]) / it,
+                        "model_bytes_per_iteration": p.sfb_bytes})
+        return out
+
+    def close(self) -> None:
+        self._send_pool.shutdown(wait=False, cancel_futures=True)
+        self._compute_pool.shutdown(wait=False, cancel_futures=True)
+        self.transport.close()
