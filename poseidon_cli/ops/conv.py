@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy
 
 from ..backend import get_array_module
+from . import threads
 from .im2col import (col2im_nhwc_add, cols_cmajor, cols_nhwc, padded_nchw, padded_nhwc,
                      patch_view_nhwc)
 
@@ -96,12 +97,14 @@ class _Geom:
         return self.Cg <= _CMAJOR_MAX_CHANNELS
 
 
-def _chunk(xp, g, itemsize):
-    """Images per chunk: whole batch on an accelerator, a cache-sized piece on the CPU."""
+def _chunk(xp, g, itemsize, n=None):
+    """Images per chunk out of ``n`` (default: the batch): all of them on an accelerator, a
+    cache-sized piece on the CPU."""
+    n = g.N if n is None else n
     if xp is not numpy:
-        return g.N
+        return n
     per_image = g.Ho * g.Wo * g.K * itemsize
-    return max(1, min(g.N, _CHUNK_BYTES // max(per_image, 1)))
+    return max(1, min(n, _CHUNK_BYTES // max(per_image, 1)))
 
 
 def _weights_nhwc(w, g):
@@ -126,46 +129,59 @@ def _forward(x, w, b, g):
     if g.pointwise:
         x3 = x.reshape(N, g.C, g.H * g.W)
         w2 = w.reshape(O, g.Cg)
-        for gi in range(g.g):
-            os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
-            y3[:, os_] = xp.matmul(w2[os_], x3[:, cs])
-        if bias is not None:
-            y3 += bias
+
+        def run_pointwise(n0, n1):
+            for gi in range(g.g):
+                os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
+                xp.matmul(w2[os_], x3[n0:n1, cs], out=y3[n0:n1, os_])
+            if bias is not None:
+                y3[n0:n1] += bias
+        threads.parallel_for(N, run_pointwise, xp, cost=y.nbytes)
         return y
 
-    nb = _chunk(xp, g, x.dtype.itemsize)
-    P = nb * Ho * Wo
-    gemm_out = xp.empty((g.Og, P), dtype=x.dtype)
+    wmats = _weights_cmajor(w, g) if g.cmajor else _weights_nhwc(w, g)
+    threads.parallel_for(N, lambda n0, n1: _forward_range(x, wmats, bias, g, n0, n1, y3), xp,
+                         cost=y.nbytes)
+    return y
+
+
+def _forward_range(x, wmats, bias, g, n0, n1, y3):
+    """Forward of images ``n0:n1`` into ``y3[n0:n1]`` (``(N, O, Ho*Wo)``), in cache-sized chunks
+    with buffers of its own (one call per thread)."""
+    xp = get_array_module(x)
+    Ho, Wo = g.Ho, g.Wo
+    xs = x[n0:n1]
+    N = n1 - n0
+    nb = _chunk(xp, g, x.dtype.itemsize, N)
+    gemm_out = xp.empty((g.Og, nb * Ho * Wo), dtype=x.dtype)
     if g.cmajor:
-        xpad = padded_nchw(x, g.ph, g.pw)
-        wmats = _weights_cmajor(w, g)
+        xpad = padded_nchw(xs, g.ph, g.pw)
         colbuf = xp.empty((g.Cg, g.kh, g.kw, nb, Ho, Wo), dtype=x.dtype)
     else:
-        xh = padded_nhwc(x, g.ph, g.pw)
-        wmats = _weights_nhwc(w, g)
+        xh = padded_nhwc(xs, g.ph, g.pw)
         colbuf = xp.empty((nb, Ho, Wo, g.kh, g.kw, g.Cg), dtype=x.dtype)
     for gi in range(g.g):
         os_ = slice(gi * g.Og, (gi + 1) * g.Og)
         if not g.cmajor:
             view = patch_view_nhwc(xh[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw)
-        for n0 in range(0, N, nb):
-            n1 = min(N, n0 + nb)
-            m = n1 - n0
+        for a in range(0, N, nb):
+            e = min(N, a + nb)
+            m = e - a
             out = gemm_out[:, :m * Ho * Wo]
             if g.cmajor:
-                cols = cols_cmajor(xpad, n0, n1, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
+                cols = cols_cmajor(xpad, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(wmats[gi], cols.reshape(g.K, -1), out=out)
             else:
-                cols = cols_nhwc(view, n0, n1, colbuf)
+                cols = cols_nhwc(view, a, e, colbuf)
                 xp.matmul(wmats[gi], cols.reshape(-1, g.K).T, out=out)
             res = out.reshape(g.Og, m, Ho * Wo).transpose(1, 0, 2)
+            dst = y3[n0 + a:n0 + e, os_]
             if bias is None:
-                y3[n0:n1, os_] = res
+                dst[...] = res
             else:
-                xp.add(res, bias[os_], out=y3[n0:n1, os_])  # bias fused into the NCHW write
-    return y
+                xp.add(res, bias[os_], out=dst)  # bias fused into the NCHW write
 
 
 def conv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, group=1):
@@ -187,10 +203,11 @@ def conv2d_backward_weight(x, dy, w_shape, stride=1, pad=0, dilation=1, group=1)
     """Gradient of the convolution w.r.t. its weight: ``dw`` of shape ``w_shape`` (a fresh array;
     the caller accumulates). ``dy`` is ``(N, O, Ho, Wo)``."""
     g = _Geom(x.shape, w_shape, stride, pad, dilation, group)
-    return _backward_weight(x, dy, g)
+    return _backward_weight(x, dy, g)[0]
 
 
-def _backward_weight(x, dy, g):
+def _backward_weight(x, dy, g, want_db=False):
+    """``(dw, db)`` (``db`` None unless ``want_db``): per-thread partial sums over batch slices."""
     xp = get_array_module(x, dy)
     N, Ho, Wo = g.N, g.Ho, g.Wo
     dy3 = dy.reshape(N, g.O, Ho * Wo)
@@ -203,40 +220,63 @@ def _backward_weight(x, dy, g):
             dyT = xp.ascontiguousarray(dy3[:, os_].transpose(1, 0, 2)).reshape(g.Og, -1)
             xT = xp.ascontiguousarray(x3[:, cs].transpose(1, 0, 2)).reshape(g.Cg, -1)
             dw[os_] = dyT @ xT.T
-        return dw.reshape(g.O, g.Cg, 1, 1)
+        return dw.reshape(g.O, g.Cg, 1, 1), dy.sum(axis=(0, 2, 3)) if want_db else None
 
-    nb = _chunk(xp, g, x.dtype.itemsize)
+    parts = threads.parallel_for(
+        N, lambda n0, n1: _backward_weight_range(x, dy3, g, n0, n1, want_db), xp,
+        cost=x.nbytes + dy.nbytes)
+    dw2, db = parts[0]
+    for p_dw, p_db in parts[1:]:
+        dw2 += p_dw
+        if want_db:
+            db += p_db
+    if g.cmajor:
+        dw = dw2.reshape(g.O, g.Cg, g.kh, g.kw)
+    else:
+        dw = xp.ascontiguousarray(dw2.reshape(g.O, g.kh, g.kw, g.Cg).transpose(0, 3, 1, 2))
+    return dw, db
+
+
+def _backward_weight_range(x, dy3, g, n0, n1, want_db):
+    """Partial ``(dw2 (O, K), db (O,) or None)`` over images ``n0:n1``; ``dw2`` columns in the
+    layout's order (channel-major or NHWC)."""
+    xp = get_array_module(x)
+    Ho, Wo = g.Ho, g.Wo
+    N = n1 - n0
+    xs = x[n0:n1]
+    nb = _chunk(xp, g, x.dtype.itemsize, N)
     dw2 = xp.zeros((g.O, g.K), dtype=x.dtype)
+    db = xp.zeros((g.O,), dtype=x.dtype) if want_db else None
     tmp = xp.empty((g.Og, g.K), dtype=x.dtype)
     dyc_buf = xp.empty((g.Og, nb, Ho * Wo), dtype=x.dtype)
     if g.cmajor:
-        xpad = padded_nchw(x, g.ph, g.pw)
+        xpad = padded_nchw(xs, g.ph, g.pw)
         colbuf = xp.empty((g.Cg, g.kh, g.kw, nb, Ho, Wo), dtype=x.dtype)
     else:
-        xh = padded_nhwc(x, g.ph, g.pw)
+        xh = padded_nhwc(xs, g.ph, g.pw)
         colbuf = xp.empty((nb, Ho, Wo, g.kh, g.kw, g.Cg), dtype=x.dtype)
     for gi in range(g.g):
         os_ = slice(gi * g.Og, (gi + 1) * g.Og)
         if not g.cmajor:
             view = patch_view_nhwc(xh[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw)
-        for n0 in range(0, N, nb):
-            n1 = min(N, n0 + nb)
-            m = n1 - n0
+        for a in range(0, N, nb):
+            e = min(N, a + nb)
+            m = e - a
             dyc = dyc_buf[:, :m]
-            xp.copyto(dyc, dy3[n0:n1, os_].transpose(1, 0, 2))
+            xp.copyto(dyc, dy3[n0 + a:n0 + e, os_].transpose(1, 0, 2))
             dyc = dyc.reshape(g.Og, m * Ho * Wo)
+            if want_db:   # the bias gradient from the chunk already in cache
+                db[os_] += dyc.sum(axis=1)
             if g.cmajor:
-                cols = cols_cmajor(xpad, n0, n1, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
+                cols = cols_cmajor(xpad, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(dyc, cols.reshape(g.K, -1).T, out=tmp)
             else:
-                cols = cols_nhwc(view, n0, n1, colbuf)
+                cols = cols_nhwc(view, a, e, colbuf)
                 xp.matmul(dyc, cols.reshape(-1, g.K), out=tmp)
             dw2[os_] += tmp
-    if g.cmajor:
-        return dw2.reshape(g.O, g.Cg, g.kh, g.kw)
-    return xp.ascontiguousarray(dw2.reshape(g.O, g.kh, g.kw, g.Cg).transpose(0, 3, 1, 2))
+    return dw2, db
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, dilation=1, group=1, method=None):
@@ -281,24 +321,34 @@ def _backward_data(dy, w, g, method=None):
 
     # General stride: dcol = dy^T @ W per chunk, then scatter-add onto a padded NHWC gradient.
     dy3 = dy.reshape(N, g.O, Ho * Wo)
-    nb = _chunk(xp, g, dy.dtype.itemsize)
     wmats = _weights_nhwc(w, g)
-    dxh = xp.zeros((N, g.H + 2 * g.ph, g.W + 2 * g.pw, g.C), dtype=dy.dtype)
-    dyc_buf = xp.empty((nb, Ho * Wo, g.Og), dtype=dy.dtype)
-    dcol_buf = xp.empty((nb * Ho * Wo, g.K), dtype=dy.dtype)
+    dx = xp.empty((N, g.C, g.H, g.W), dtype=dy.dtype)
+    threads.parallel_for(N, lambda n0, n1: _col2im_range(dy3, wmats, g, n0, n1, dx), xp,
+                         cost=dx.nbytes)
+    return dx
+
+
+def _col2im_range(dy3, wmats, g, n0, n1, dx):
+    """Backward-data by column gradients for images ``n0:n1`` into ``dx[n0:n1]``."""
+    xp = get_array_module(dy3)
+    Ho, Wo = g.Ho, g.Wo
+    N = n1 - n0
+    nb = _chunk(xp, g, dy3.dtype.itemsize, N)
+    dxh = xp.zeros((N, g.H + 2 * g.ph, g.W + 2 * g.pw, g.C), dtype=dy3.dtype)
+    dyc_buf = xp.empty((nb, Ho * Wo, g.Og), dtype=dy3.dtype)
+    dcol_buf = xp.empty((nb * Ho * Wo, g.K), dtype=dy3.dtype)
     for gi in range(g.g):
         os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
-        for n0 in range(0, N, nb):
-            n1 = min(N, n0 + nb)
-            m = n1 - n0
+        for a in range(0, N, nb):
+            e = min(N, a + nb)
+            m = e - a
             dyc = dyc_buf[:m]
-            xp.copyto(dyc, dy3[n0:n1, os_].transpose(0, 2, 1))
+            xp.copyto(dyc, dy3[n0 + a:n0 + e, os_].transpose(0, 2, 1))
             dcol = dcol_buf[:m * Ho * Wo]
             xp.matmul(dyc.reshape(-1, g.Og), wmats[gi], out=dcol)
-            col2im_nhwc_add(dcol.reshape(m, Ho, Wo, g.kh, g.kw, g.Cg), dxh[..., cs], n0,
+            col2im_nhwc_add(dcol.reshape(m, Ho, Wo, g.kh, g.kw, g.Cg), dxh[..., cs], a,
                             g.sh, g.sw, g.dh, g.dw)
-    dx = dxh[:, g.ph:g.ph + g.H, g.pw:g.pw + g.W, :].transpose(0, 3, 1, 2)
-    return xp.ascontiguousarray(dx)
+    dx[n0:n1] = dxh[:, g.ph:g.ph + g.H, g.pw:g.pw + g.W, :].transpose(0, 3, 1, 2)
 
 
 def conv2d_backward(x, w, dy, stride=1, pad=0, dilation=1, group=1,
@@ -314,8 +364,11 @@ def conv2d_backward(x, w, dy, stride=1, pad=0, dilation=1, group=1,
     if tuple(dy.shape) != (g.N, g.O, g.Ho, g.Wo):
         raise ValueError(f"dy shape {tuple(dy.shape)} != output shape {(g.N, g.O, g.Ho, g.Wo)}")
     dx = _backward_data(dy, w, g) if need_dx else None
-    dw = _backward_weight(x, dy, g) if need_dw else None
-    db = dy.sum(axis=(0, 2, 3)) if need_db else None
+    dw = db = None
+    if need_dw:
+        dw, db = _backward_weight(x, dy, g, want_db=need_db)
+    elif need_db:
+        db = dy.sum(axis=(0, 2, 3))
     return dx, dw, db
 
 

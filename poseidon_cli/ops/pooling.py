@@ -10,13 +10,16 @@
   accumulating where windows overlap.
 - Global pooling: ``k = (H, W)``, stride 1, pad 0 (pad must be 0).
 
-Vectorised as a kh*kw loop of strided shifted slices over a padded copy of the input.
+Vectorised as a kh*kw loop of strided shifted slices over the input (a padded copy only when a
+window reaches past it), with no masked copies (see ``_max_forward``); on the CPU the batch is
+split over the ``ops.threads`` pool.
 """
 from __future__ import annotations
 
 import math
 
 from ..backend import get_array_module
+from . import threads
 
 MAX = "MAX"
 AVE = "AVE"
@@ -76,6 +79,18 @@ def _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, dtype):
     return (hcount[:, None] * wcount[None, :]).astype(dtype)
 
 
+def _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw):
+    """Flat input index ``hstart*W + wstart`` of each window's top-left corner, ``(Ph, Pw)``."""
+    hrow = (xp.arange(Ph, dtype=xp.int32) * sh - ph)[:, None]
+    wcol = (xp.arange(Pw, dtype=xp.int32) * sw - pw)[None, :]
+    return hrow * W + wcol
+
+
+def _slices(i, j, sh, sw, Ph, Pw):
+    return (slice(None), slice(None), slice(i, i + sh * (Ph - 1) + 1, sh),
+            slice(j, j + sw * (Pw - 1) + 1, sw))
+
+
 def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
     """Pooling forward.
 
@@ -87,40 +102,89 @@ def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
         argmax mask (flat index ``h*W + w`` into the input plane); for AVE, None.
     Raises:
         ValueError for an unknown mode or a kernel that does not fit.
+
+    On the CPU the batch is split over ``ops.threads``; each slice runs the same vectorised code.
     """
     xp = get_array_module(x)
-    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = _geometry(x.shape, kernel, stride, pad,
-                                                           global_pooling)
-    Hp, Wp = (Ph - 1) * sh + kh, (Pw - 1) * sw + kw
-    Hp, Wp = max(Hp, H + ph), max(Wp, W + pw)
-    hspan, wspan = sh * (Ph - 1) + 1, sw * (Pw - 1) + 1
+    geo = _geometry(x.shape, kernel, stride, pad, global_pooling)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    if mode not in (MAX, AVE):
+        raise ValueError(f"unsupported pooling mode {mode!r} (MAX or AVE)")
+    y = xp.empty((N, C, Ph, Pw), dtype=x.dtype)
+    mask = xp.empty((N, C, Ph, Pw), dtype=xp.int32) if mode == MAX else None
     if mode == MAX:
-        xpad = _padded(x, ph, pw, Hp, Wp, -xp.inf)
-        y = xpad[:, :, 0:hspan:sh, 0:wspan:sw].copy()
-        best = xp.zeros((N, C, Ph, Pw), dtype=xp.int32)  # window offset i*kw + j of the max
-        for i in range(kh):
-            for j in range(kw):
-                if i == 0 and j == 0:
-                    continue
-                cand = xpad[:, :, i:i + hspan:sh, j:j + wspan:sw]
-                better = cand > y  # strict: an equal later value never replaces the first max
-                xp.copyto(y, cand, where=better)
-                xp.copyto(best, i * kw + j, where=better)
-        # offset -> Caffe's flat input index; the max is never padding, so indices are in range
-        hrow = (xp.arange(Ph, dtype=xp.int32) * sh - ph)[:, None]
-        wcol = (xp.arange(Pw, dtype=xp.int32) * sw - pw)[None, :]
-        mask = (hrow + best // kw) * W + (wcol + best % kw)
-        return y, mask.astype(xp.int32)
-    if mode == AVE:
-        xpad = _padded(x, ph, pw, Hp, Wp, 0)
-        acc = xpad[:, :, 0:hspan:sh, 0:wspan:sw].copy()
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    acc += xpad[:, :, i:i + hspan:sh, j:j + wspan:sw]
-        acc /= _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, x.dtype)
-        return acc, None
-    raise ValueError(f"unsupported pooling mode {mode!r} (MAX or AVE)")
+        base = _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
+        run = lambda n0, n1: _max_forward(x[n0:n1], geo, base, y[n0:n1], mask[n0:n1])
+    else:
+        div = _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, x.dtype)
+        run = lambda n0, n1: _ave_forward(x[n0:n1], geo, div, y[n0:n1])
+    threads.parallel_for(N, run, xp, cost=x.nbytes)
+    return y, mask
+
+
+def _padded_for(x, geo, fill):
+    """x itself when every window lies inside it, else a padded copy covering every window."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    Hp, Wp = max((Ph - 1) * sh + kh, H + ph), max((Pw - 1) * sw + kw, W + pw)
+    if ph == 0 and pw == 0 and Hp == H and Wp == W:
+        return x
+    return _padded(x, ph, pw, Hp, Wp, fill)
+
+
+def _max_forward(x, geo, base, y, mask):
+    """MAX forward of one batch slice into ``y`` / ``mask`` (views of the full outputs).
+
+    Values: a chain of elementwise maxima over the kh*kw shifted strided views. Argmax (Caffe's
+    first maximum in row-major window order) without masked copies (a random mask makes those
+    ~10x slower than a ufunc): ``run`` stays true while every offset so far differs from the max,
+    so summing it counts the offsets before the first maximum; adding ``W - kw`` for every
+    completed window row turns that count into the flat offset ``i*W + j`` from the corner."""
+    xp = get_array_module(x)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    xpad = _padded_for(x, geo, -xp.inf)
+    offs = [(i, j) for i in range(kh) for j in range(kw)]
+    views = [xpad[_slices(i, j, sh, sw, Ph, Pw)] for i, j in offs]
+    if len(views) == 1:
+        y[...] = views[0]
+    else:
+        xp.maximum(views[0], views[1], out=y)
+        for v in views[2:]:
+            xp.maximum(y, v, out=y)
+    # int16 counters (window offsets < 32768 here) halve the traffic of the accumulation
+    small = kh * W < 32767
+    cnt = xp.zeros(y.shape, dtype=xp.int16 if small else xp.int32)
+    rows = xp.zeros_like(cnt) if kh > 1 and W != kw else None
+    run = xp.empty(y.shape, dtype=bool)
+    ne = xp.empty(y.shape, dtype=bool)
+    for o, v in enumerate(views[:-1]):
+        if o == 0:
+            xp.not_equal(v, y, out=run)
+        else:
+            xp.not_equal(v, y, out=ne)
+            xp.logical_and(run, ne, out=run)
+        xp.add(cnt, run, out=cnt)
+        if rows is not None and (o + 1) % kw == 0:
+            xp.add(rows, run, out=rows)
+    if rows is not None:
+        rows *= W - kw
+        cnt += rows
+    xp.add(cnt, base, out=mask)
+
+
+def _ave_forward(x, geo, div, y):
+    xp = get_array_module(x)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    xpad = _padded_for(x, geo, 0)
+    first = True
+    for i in range(kh):
+        for j in range(kw):
+            v = xpad[_slices(i, j, sh, sw, Ph, Pw)]
+            if first:
+                y[...] = v
+                first = False
+            else:
+                y += v
+    y /= div
 
 
 def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_pooling=False):
@@ -130,30 +194,86 @@ def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_p
     AVE); the same geometry arguments as the forward call.
     """
     xp = get_array_module(dy)
-    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = _geometry(x_shape, kernel, stride, pad,
-                                                           global_pooling)
+    geo = _geometry(x_shape, kernel, stride, pad, global_pooling)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
     if tuple(dy.shape) != (N, C, Ph, Pw):
         raise ValueError(f"dy shape {tuple(dy.shape)} != pooled shape {(N, C, Ph, Pw)}")
-    Hp, Wp = max((Ph - 1) * sh + kh, H + ph), max((Pw - 1) * sw + kw, W + pw)
-    hspan, wspan = sh * (Ph - 1) + 1, sw * (Pw - 1) + 1
-    dxpad = xp.zeros((N, C, Hp, Wp), dtype=dy.dtype)
     if mode == MAX:
         if mask is None:
             raise ValueError("MAX pooling backward needs the forward's mask")
-        hrow = (xp.arange(Ph, dtype=xp.int32) * sh - ph)[:, None]
-        wcol = (xp.arange(Pw, dtype=xp.int32) * sw - pw)[None, :]
-        # decode the flat index into the window offset (i, j) of the argmax
-        off = (mask // W - hrow) * kw + (mask % W - wcol)
-        zero = xp.zeros((), dtype=dy.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                # within one offset the targets are distinct, so a plain += accumulates correctly
-                dxpad[:, :, i:i + hspan:sh, j:j + wspan:sw] += xp.where(off == i * kw + j, dy, zero)
+        base = _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
     elif mode == AVE:
-        g = dy / _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, dy.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dxpad[:, :, i:i + hspan:sh, j:j + wspan:sw] += g
+        div = _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, dy.dtype)
     else:
         raise ValueError(f"unsupported pooling mode {mode!r} (MAX or AVE)")
-    return xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+    dx = xp.empty((N, C, H, W), dtype=dy.dtype)
+
+    def run(n0, n1):
+        if mode == MAX:
+            _max_backward(dy[n0:n1], mask[n0:n1], base, geo, dx[n0:n1])
+        else:
+            _ave_backward(dy[n0:n1], div, geo, dx[n0:n1])
+    threads.parallel_for(N, run, xp, cost=dx.nbytes)
+    return dx
+
+
+def _tiles(geo):
+    """True when the windows tile the input exactly (k == stride, no pad, no overhang): each input
+    element then belongs to exactly one window and backward can write instead of accumulate."""
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    return kh == sh and kw == sw and ph == pw == 0 and Ph * kh == H and Pw * kw == W
+
+
+def _grad_target(dx, geo):
+    """(array the kh*kw shifted views scatter into, whether it needs zeroing/cropping)."""
+    xp = get_array_module(dx)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    if _tiles(geo):
+        return dx, False
+    Hp, Wp = max((Ph - 1) * sh + kh, H + ph), max((Pw - 1) * sw + kw, W + pw)
+    if ph == 0 and pw == 0 and Hp == H and Wp == W:
+        dx[...] = 0
+        return dx, False
+    return xp.zeros((dx.shape[0], C, Hp, Wp), dtype=dx.dtype), True
+
+
+def _max_backward(dy, mask, base, geo, dx):
+    """Each output's gradient goes to its argmax: per window offset, ``dy * (offset == o)`` lands
+    on that offset's strided view (distinct targets within one offset; adds where windows
+    overlap, a plain write where they tile)."""
+    xp = get_array_module(dy)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    small = kh * W < 32767
+    off = xp.subtract(mask, base, dtype=xp.int16 if small else xp.int32)
+    target, crop = _grad_target(dx, geo)
+    write = target is dx and _tiles(geo)
+    eq = xp.empty(dy.shape, dtype=bool)
+    tmp = None if write else xp.empty(dy.shape, dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp.equal(off, i * W + j, out=eq)
+            view = target[_slices(i, j, sh, sw, Ph, Pw)]
+            if write:
+                xp.multiply(dy, eq, out=view)
+            else:
+                xp.multiply(dy, eq, out=tmp)
+                view += tmp
+    if crop:
+        dx[...] = target[:, :, ph:ph + H, pw:pw + W]
+
+
+def _ave_backward(dy, div, geo, dx):
+    xp = get_array_module(dy)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    g = dy / div
+    target, crop = _grad_target(dx, geo)
+    write = target is dx and _tiles(geo)
+    for i in range(kh):
+        for j in range(kw):
+            view = target[_slices(i, j, sh, sw, Ph, Pw)]
+            if write:
+                view[...] = g
+            else:
+                view += g
+    if crop:
+        dx[...] = target[:, :, ph:ph + H, pw:pw + W]
