@@ -41,9 +41,11 @@ class Feeder:
     def __call__(self, li):
         if li != 0:
             return
+        from poseidon_cli import backend
         idx = (self.pos + np.arange(self.batch)) % len(self.X)
-        self.net.blobs["data"].data[...] = self.X[idx]
-        self.net.blobs["targets"].data[...] = self.Y[idx]
+        for name, src in (("data", self.X), ("targets", self.Y)):
+            blob = self.net.blobs[name]
+            blob.data[...] = backend.asarray(src[idx], backend.get_array_module(blob.data))
         self.pos = (self.pos + self.batch) % len(self.X)
 
 

@@ -266,3 +266,25 @@ def test_apply_update_hook_and_callbacks(kit, ls_data):
     assert seen == [("start", 0), ("grads", 0), ("update", 0), ("end", 1),
                     ("start", 1), ("grads", 1), ("update", 1), ("end", 2)]
     np.testing.assert_array_equal(s.net.params["ip"][0].data, w0)  # the hook replaced the update
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind,lr,mom", [("SGD", 0.1, 0.5), ("Adam", 0.05, 0.9)])
+def test_cupy_solver_matches_numpy(kit, ls_data, tmp_path, kind, lr, mom):
+    from poseidon_cli import backend
+    if not backend.gpu_available():
+        pytest.skip("no GPU")
+    import cupy
+    X, Y = ls_data
+    extra = f'snapshot_prefix: "{tmp_path}/g"'
+    cpu, _ = make(kit, X, Y, kind, lr, "inv", mom, iters=4, extra=extra)
+    gpu, _ = make(kit, X, Y, kind, lr, "inv", mom, iters=4, extra=extra, xp=cupy)
+    cpu.solve()
+    gpu.solve()
+    for j in range(2):
+        np.testing.assert_allclose(cupy.asnumpy(gpu.net.params["ip"][j].data),
+                                   cpu.net.params["ip"][j].data, rtol=1e-9, atol=1e-12)
+    state = gpu.snapshot()
+    again, _ = make(kit, X, Y, kind, lr, "inv", mom, iters=4, extra=extra, xp=cupy)
+    again.restore(state)
+    np.testing.assert_allclose(cupy.asnumpy(again.history[0][0]), cupy.asnumpy(gpu.history[0][0]))
