@@ -1,4 +1,4 @@
-"""The examples/digits pieces: the split is disjoint and stratified, and (slow) a short training
+"""The examples/digits pieces: the split is disjoint and stratified, and a short (~6 s) training
 run on the real digits learns far above chance."""
 import importlib.util
 import pathlib
@@ -28,7 +28,6 @@ def test_shuffled_split_is_disjoint_stratified_and_seeded():
     assert (tr == tr2).all() and (te == te2).all()
 
 
-@pytest.mark.slow
 def test_digits_example_learns(tmp_path):
     pytest.importorskip("sklearn")
     from poseidon_cli.solver import runner
