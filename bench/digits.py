@@ -58,7 +58,6 @@ def run_split(split, work, max_iter, gpu, quiet):
         runner.train_local(solver=solver, gpu=gpu, cpu=gpu is None,
                            output_dir=os.path.join(work, "output"))
         train_s = time.time() - t0
-    from poseidon_cli._proto import caffe_pb2
     from poseidon_cli import config
     param = config.load_solver_param(solver)
     model = f"{param.snapshot_prefix}_iter_{param.max_iter}.caffemodel"

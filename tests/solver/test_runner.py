@@ -258,3 +258,19 @@ def test_sighup_snapshots_and_sigint_stops(job):
     assert sent == ["hup", "int"] and s.iter == 5
     assert (job.dir / "snap/tiny_iter_3.solverstate").is_file()  # SIGHUP -> snapshot, go on
     assert (job.dir / "snap/tiny_iter_5.solverstate").is_file()  # stop -> snapshot_after_train
+
+
+def test_same_random_seed_same_snapshot_bytes(job):
+    a = job(prefix="a/tiny", name="a_solver.prototxt")
+    b = job(prefix="b/tiny", name="b_solver.prototxt")
+    c = job(prefix="c/tiny", name="c_solver.prototxt")
+    with open(c) as f:
+        text = f.read()
+    with open(c, "w") as f:
+        f.write(text.replace("random_seed: 3", "random_seed: 4"))
+    for s in (a, b, c):
+        assert run("train", "--solver", s, "--cpu")[0] == 0
+    d = job.dir
+    model = lambda k: (d / f"{k}/tiny_iter_4.caffemodel").read_bytes()
+    assert model("a") == model("b")
+    assert model("a") != model("c")  # another seed, other initial weights
