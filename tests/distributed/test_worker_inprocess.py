@@ -92,14 +92,18 @@ def test_p_workers_equal_one_worker_of_p_times_the_batch(tmp_path, solver_type, 
 
 
 def test_staleness_two_trains_and_finishes_every_clock(tmp_path):
-    """With s=2 the trajectory differs from BSP (stale reads), but training still lowers the
-    loss and every worker completes every clock; the bound itself is tested in tests/ps."""
+    """With s=2 the trajectory differs from BSP (stale reads, timing-dependent), but training
+    still lowers the test loss well below the starting one and every worker completes every
+    clock; the bound itself is tested in tests/ps."""
     paths = make_digits(tmp_path)
     dist = write_job(tmp_path / "dist", paths, batch=4, iters=20)
+    start = Solver(config.load_solver_param(dist), solver_path=dist, log=TrainLog(streams=[]))
+    start.test(0)
+    initial = start.last_test_scores[0]["loss"]
     workers = train_cluster(dist, workers=2, staleness=2)
     assert all(w.client.clock_value == 20 for w in workers)
-    # chance level of 10 classes is ln(10) = 2.30
-    assert workers[0].last_test_scores[0]["loss"] < 2.25
+    final = workers[0].last_test_scores[0]["loss"]
+    assert final < initial - 0.5, (initial, final)
     assert os.path.exists(tmp_path / "dist/snap/tiny_iter_20.caffemodel")
 
 
