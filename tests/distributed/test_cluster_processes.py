@@ -37,16 +37,17 @@ def poseidon(*args, **kw):
                           text=True, **kw)
 
 
-@pytest.mark.parametrize("solver_type", ["SGD", "Adam"])
-def test_two_processes_over_grpc_match_single_node(tmp_path, solver_type):
+@pytest.mark.parametrize("solver_type,clients", [("SGD", 2), ("Adam", 2), ("SGD", 4), ("Adam", 4)])
+def test_processes_over_grpc_match_single_node(tmp_path, solver_type, clients):
+    """P clients of batch B (local processes, PS shards over gRPC) follow one node of batch P*B."""
     paths = make_digits(tmp_path)
     lr = 0.05 if solver_type == "SGD" else 0.01
-    single = write_job(tmp_path / "single", paths, batch=8, solver_type=solver_type, lr=lr)
+    single = write_job(tmp_path / "single", paths, batch=4 * clients, solver_type=solver_type, lr=lr)
     dist = write_job(tmp_path / "dist", paths, batch=4, solver_type=solver_type, lr=lr)
     Solver(config.load_solver_param(single), solver_path=single, log=TrainLog(streams=[])).solve()
-    hosts = write_hosts(tmp_path / "hosts.txt", 2)
-    r = poseidon("train", "--solver", dist, "--hosts", str(hosts), "--deadline", "30", timeout=180)
-    run_dir = tmp_path / "dist" / "tiny.S0.M2.T1"
+    hosts = write_hosts(tmp_path / "hosts.txt", clients)
+    r = poseidon("train", "--solver", dist, "--hosts", str(hosts), "--deadline", "60", timeout=300)
+    run_dir = tmp_path / "dist" / f"tiny.S0.M{clients}.T1"
     other = (run_dir / "client_1.log").read_text()[-3000:] if (run_dir / "client_1.log").exists() else ""
     assert r.returncode == 0, r.stderr[-3000:] + "\n--- client 1 ---\n" + other
     assert "Optimization Done." in r.stderr + r.stdout
