@@ -25,6 +25,16 @@ client 0, over the windows after the first (warm-up); the per-iteration split co
 parameters / clock comes from ``<run dir>/stats.client<k>.json``. Reported: mean iteration times,
 overlapped / max(compute, communication) (target <= 1.15) and the speedup of (d) over (c).
 
+Findings (2-core shared machine, 1 Gbit/s, 25.2M params; see the commit log for numbers): the
+fc weights (99% of the bytes) are at the top, so their gradients are ready early but, at staleness 0,
+the PS serves next iteration's values only after *every* worker has called ``clock()`` (the pull rule
+``min_worker_clock >= c``), and ``clock()`` blocks on a Clock RPC queued behind megabytes of pushes
+(0.1-0.35 s). Push and pull phases of the fc layers are thus serialised behind the whole backward;
+only the conv backward/forward overlaps them. Pulling each layer's values right after its push
+(``a >= c`` already implies every worker pushed that chunk) and not blocking on the Clock reply
+removed the parameter wait in a private experiment; what remains is CPU contention between compute
+and gRPC/kernel network work on 2 cores.
+
 Needs root (namespaces + tc): otherwise prints why and exits 0 without measuring. Writes a table and
 JSON (--json, default bench/results/overlap.json). Machine load from other processes makes absolute
 times drift; compare the ratios of one run.
