@@ -210,15 +210,31 @@ class PSClient:
             return f
         out = np.empty(spec.size, dtype=spec.dtype)
         starts = {ck.key: ck.start for ck in self.layout.by_param[name]}
+        sizes = {ck.key: ck.size for ck in self.layout.by_param[name]}
         applied = [1 << 62]
+
+        out_bytes = out.view(np.uint8)
+        item = out.itemsize
+
+        def into(key, nbytes):
+            # Transports with ``pull_into`` (tcp) receive straight into the output tensor.
+            if sizes.get(key, -1) * item != nbytes:
+                raise ValueError(f"{name}: a shard sent {nbytes} bytes for chunk {key}")
+            b0 = starts[key] * item
+            return memoryview(out_bytes[b0:b0 + nbytes])
 
         def fetch(tr, cks):
             lowest = 1 << 62
-            for key, clk, buf in tr.pull(self.worker_id, c, [ck.key for ck in cks], min_clock, self.deadline_s):
-                src = np.frombuffer(buf, dtype=spec.dtype)
-                s0 = starts[key]
-                out[s0:s0 + src.size] = src
-                lowest = min(lowest, clk)
+            keys = [ck.key for ck in cks]
+            if hasattr(tr, "pull_into"):
+                for key, clk in tr.pull_into(self.worker_id, c, keys, min_clock, self.deadline_s, into):
+                    lowest = min(lowest, clk)
+            else:
+                for key, clk, buf in tr.pull(self.worker_id, c, keys, min_clock, self.deadline_s):
+                    src = np.frombuffer(buf, dtype=spec.dtype)
+                    s0 = starts[key]
+                    out[s0:s0 + src.size] = src
+                    lowest = min(lowest, clk)
             with self._lock:
                 applied[0] = min(applied[0], lowest)
 

@@ -76,6 +76,18 @@ class GrpcTransport(ShardTransport):
         except grpc.RpcError as e:
             raise self._error(e, what, timeout) from None
 
+    def call_raw(self, method: str, request: bytes, timeout_s: float, what: str) -> bytes:
+        """Unary call of any ``/service/Method`` with raw bytes in and out (e.g. the TCP data plane's
+        endpoint discovery); errors as for every other call.
+        Returns None when the shard does not implement ``method``."""
+        m = self._channels[0].unary_unary(method)
+        try:
+            return m(request, timeout=timeout_s)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return None
+            raise self._error(e, what, timeout_s) from None
+
     # ---------------------------------------------------------------- interface
     def health(self, timeout_s):
         # Ask over every channel: a channel whose earlier connection attempt failed (the shard was

@@ -123,3 +123,23 @@ class LocalTransport(ShardTransport):
 def local_cluster(num_shards: int, job_id: str, updater_factory, **store_kwargs) -> list[ShardStore]:
     """``num_shards`` stores for an in-process cluster; ``updater_factory()`` gives each its updater."""
     return [ShardStore(i, num_shards, job_id, updater_factory(), **store_kwargs) for i in range(num_shards)]
+
+
+DEFAULT_DATA_PLANE = "tcp"
+
+
+def make_transport(address: str, shard_id: int, job_id: str, data_plane: str = DEFAULT_DATA_PLANE,
+                   **kwargs) -> ShardTransport:
+    """The network transport to shard ``shard_id`` whose gRPC server is at ``address``.
+
+    ``data_plane="tcp"``: Push / Pull payloads on plain TCP sockets, control over gRPC
+    (``tcp_transport.TcpTransport``; the shard must serve ``data_plane="tcp"``, the ShardServer default);
+    ``"grpc"``: everything over gRPC (``grpc_transport.GrpcTransport``). ``kwargs`` (``channels``,
+    ``protocol_version``) go to the transport."""
+    if data_plane == "tcp":
+        from .tcp_transport import TcpTransport
+        return TcpTransport(address, shard_id, job_id, **kwargs)
+    if data_plane == "grpc":
+        from .grpc_transport import GrpcTransport
+        return GrpcTransport(address, shard_id, job_id, **kwargs)
+    raise ValueError(f"data_plane must be 'tcp' or 'grpc', got {data_plane!r}")
