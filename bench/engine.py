@@ -4,11 +4,12 @@ Nets come from the conformance prototxts (Data layers replaced by Input layers o
 shape): LeNet (batch 64) and CIFAR-10 quick (batch 100) on the CPU; with a GPU (CuPy + torch CUDA)
 also AlexNet (batch 128). The PyTorch twin is built layer by layer from the same NetParameter
 (Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, cross-entropy) and given our
-initial weights. Both run the same thread count. Times are the minimum over interleaved
-repetitions (drift on a shared machine hits both alike; compare ratios). Also prints our per-layer
-forward/backward split, so the report says where the time goes.
+initial weights. Both run the same thread count (``torch.set_num_threads`` and our
+``ops.threads`` pool; ``--threads 1,2`` runs each count in turn). Times are the median over
+interleaved repetitions (drift on a shared machine hits both alike; compare ratios from one run).
+Also prints our per-layer forward/backward medians, so the report says where the time goes.
 
-Usage: python bench/engine.py [--reps 7] [--threads N] [--out bench/results/engine.json]
+Usage: python bench/engine.py [--reps 9] [--threads 2] [--out bench/results/engine.json]
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import numpy as np
 from poseidon_cli import backend, config
 from poseidon_cli.layers.base import TRAIN
 from poseidon_cli.net import Net
-from poseidon_cli.timing import fill_inputs, substitute_data_layers, time_layers
+from poseidon_cli.ops import threads
+from poseidon_cli.timing import fill_inputs, substitute_data_layers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONF = (ROOT / ".." / "shared" / "conformance").resolve()
@@ -114,6 +116,7 @@ def ours_step(net):
 
 
 def bench_pair(fa, fb, reps):
+    """Medians of interleaved timings of two callables (seconds)."""
     fa(), fb()   # warm up
     ta, tb = [], []
     for _ in range(reps):
@@ -123,55 +126,86 @@ def bench_pair(fa, fb, reps):
         t = time.perf_counter()
         fb()
         tb.append(time.perf_counter() - t)
-    return min(ta), min(tb)
+    return float(np.median(ta)), float(np.median(tb))
+
+
+def layer_profile(net, reps):
+    """Per-layer (forward_ms, backward_ms) medians over ``reps`` forward+backward passes."""
+    n = len(net.layers)
+    fwd, bwd = [[] for _ in range(n)], [[] for _ in range(n)]
+    sync = backend.synchronize
+    for _ in range(reps):
+        net.clear_param_diffs()
+        for i, layer in enumerate(net.layers):
+            t = time.perf_counter()
+            layer.forward(net.bottom_vecs[i], net.top_vecs[i])
+            sync()
+            fwd[i].append(time.perf_counter() - t)
+        for i in range(n - 1, -1, -1):
+            t = time.perf_counter()
+            if net.layer_need_backward[i]:
+                net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i],
+                                       net.bottom_vecs[i])
+                sync()
+            bwd[i].append(time.perf_counter() - t)
+    return [(float(np.median(f)) * 1e3, float(np.median(b)) * 1e3) for f, b in zip(fwd, bwd)]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--threads", default=str(os.cpu_count()),
+                    help="thread count(s) for both engines, comma-separated (e.g. 1,2)")
+    ap.add_argument("--nets", default="lenet,cifar10_quick,alexnet")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
     args = ap.parse_args()
     import torch
-    torch.set_num_threads(args.threads)
     gpu = backend.gpu_available() and torch.cuda.is_available()
+    wanted = args.nets.split(",")
     rows = []
-    for name, rel, shape, gpu_only in NETS:
-        for dev in (["gpu"] if gpu_only else ["cpu"] + (["gpu"] if gpu else [])):
-            if dev == "gpu" and not gpu:
+    for nthreads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(nthreads)
+        threads.set_num_threads(nthreads)
+        for name, rel, shape, gpu_only in NETS:
+            if name not in wanted:
                 continue
-            xp = backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
-            net = build_ours(rel, shape, xp)
-            tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
-            ours, theirs = bench_pair(ours_step(net), tstep, args.reps)
-            fwd, bwd, ftot, btot, _ = time_layers(net, max(2, args.reps // 2))
-            n = shape[0]
-            rows.append({
-                "net": name, "device": dev, "batch": n,
-                "ours_img_s": n / ours, "torch_img_s": n / theirs,
-                "ratio_ours_over_torch": theirs / ours,
-                "ours_ms": ours * 1e3, "torch_ms": theirs * 1e3,
-                "profile_ms": {ln: {"forward": round(float(f), 3), "backward": round(float(b), 3)}
-                               for ln, f, b in zip(net.layer_names, fwd, bwd)},
-            })
-            backend.use_cpu()
-    print(f"{'net':14} {'dev':4} {'batch':>5} {'ours img/s':>11} {'torch img/s':>12} {'ratio':>6}")
+            for dev in (["gpu"] if gpu_only else ["cpu"] + (["gpu"] if gpu else [])):
+                if dev == "gpu" and not gpu:
+                    continue
+                xp = backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
+                net = build_ours(rel, shape, xp)
+                tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
+                ours, theirs = bench_pair(ours_step(net), tstep, args.reps)
+                prof = layer_profile(net, args.reps)
+                n = shape[0]
+                rows.append({
+                    "net": name, "device": dev, "batch": n, "threads": nthreads,
+                    "ours_img_s": n / ours, "torch_img_s": n / theirs,
+                    "ratio_ours_over_torch": theirs / ours,
+                    "ours_ms": ours * 1e3, "torch_ms": theirs * 1e3,
+                    "profile_ms": {ln: {"forward": round(f, 3), "backward": round(b, 3)}
+                                   for ln, (f, b) in zip(net.layer_names, prof)},
+                })
+                backend.use_cpu()
+    print(f"{'net':14} {'dev':4} {'thr':>3} {'batch':>5} {'ours img/s':>11} {'torch img/s':>12} "
+          f"{'ratio':>6}   (fwd+bwd, median of {args.reps}, ratio = ours/torch throughput)")
     for r in rows:
-        print(f"{r['net']:14} {r['device']:4} {r['batch']:5d} {r['ours_img_s']:11.1f} "
-              f"{r['torch_img_s']:12.1f} {r['ratio_ours_over_torch']:6.2f}")
+        print(f"{r['net']:14} {r['device']:4} {r['threads']:3d} {r['batch']:5d} "
+              f"{r['ours_img_s']:11.1f} {r['torch_img_s']:12.1f} "
+              f"{r['ratio_ours_over_torch']:6.2f}")
     for r in rows:
-        prof = sorted(r["profile_ms"].items(), key=lambda kv: -(kv[1]["forward"] +
-                                                                kv[1]["backward"]))
-        total = sum(v["forward"] + v["backward"] for _, v in prof) or 1.0
-        top = ", ".join(f"{k} {100 * (v['forward'] + v['backward']) / total:.0f}%"
-                        for k, v in prof[:5])
-        print(f"  {r['net']}/{r['device']} time by layer: {top}")
+        print(f"  {r['net']}/{r['device']}/{r['threads']} threads, our layers (ms fwd / bwd): " +
+              ", ".join(f"{k} {v['forward']:.1f}/{v['backward']:.1f}"
+                        for k, v in r["profile_ms"].items()
+                        if v["forward"] + v["backward"] >= 0.05))
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = {"host": platform.node(), "python": platform.python_version(),
            "numpy": np.__version__, "torch": torch.__version__, "threads": args.threads,
+           "cpu_count": os.cpu_count(), "loadavg": load,
            "reps": args.reps, "results": rows}
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} (load average {load})")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@
   accumulating where windows overlap.
 - Global pooling: ``k = (H, W)``, stride 1, pad 0 (pad must be 0).
 
-Vectorised as a kh*kw loop of strided shifted slices over the input (a padded copy only when a
-window reaches past it), with no masked copies (see ``_max_forward``); on the CPU the batch is
-split over the ``ops.threads`` pool.
+Vectorised as a kh*kw loop over window offsets, each one contiguous run in a polyphase layout of
+the padded input (``_Phases``), with no masked copies (see ``_max_forward``); on the CPU the batch
+is split over the ``ops.threads`` pool.
 """
 from __future__ import annotations
 
@@ -61,16 +61,6 @@ def _geometry(x_shape, kernel, stride, pad, global_pooling):
     return N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw
 
 
-def _padded(x, ph, pw, Hp, Wp, fill):
-    """x placed at offset (ph, pw) in an (N, C, Hp, Wp) array filled with ``fill``; Hp/Wp cover the
-    last (possibly overhanging) window so every shifted slice is in bounds."""
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    out = xp.full((N, C, Hp, Wp), fill, dtype=x.dtype)
-    out[:, :, ph:ph + H, pw:pw + W] = x
-    return out
-
-
 def _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, dtype):
     hs = xp.arange(Ph) * sh - ph
     ws = xp.arange(Pw) * sw - pw
@@ -84,11 +74,6 @@ def _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw):
     hrow = (xp.arange(Ph, dtype=xp.int32) * sh - ph)[:, None]
     wcol = (xp.arange(Pw, dtype=xp.int32) * sw - pw)[None, :]
     return hrow * W + wcol
-
-
-def _slices(i, j, sh, sw, Ph, Pw):
-    return (slice(None), slice(None), slice(i, i + sh * (Ph - 1) + 1, sh),
-            slice(j, j + sw * (Pw - 1) + 1, sw))
 
 
 def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
@@ -122,45 +107,121 @@ def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
     return y, mask
 
 
-def _padded_for(x, geo, fill):
-    """x itself when every window lies inside it, else a padded copy covering every window."""
-    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
-    Hp, Wp = max((Ph - 1) * sh + kh, H + ph), max((Pw - 1) * sw + kw, W + pw)
-    if ph == 0 and pw == 0 and Hp == H and Wp == W:
-        return x
-    return _padded(x, ph, pw, Hp, Wp, fill)
+class _Phases:
+    """Polyphase layout of one batch slice: the padded input split by (row mod sh, col mod sw)
+    into ``sh*sw`` planes of ``Hh x Wh``, so that window offset ``(i, j)`` of every output reads
+    phase ``(i % sh, j % sw)`` at the flat offset ``(i // sh)*Wh + j // sw`` with unit stride.
+
+    Outputs are computed on an *extended* grid ``Ph x Wh`` (``Wh - Pw`` junk columns per row): each
+    window offset is then one contiguous run of ``Ph*Wh`` elements per plane, so NumPy runs long
+    SIMD loops instead of one short strided loop per output row (measured ~5x faster than strided
+    shifted slices). One strided copy moves data in and (backward) out of this layout."""
+
+    def __init__(self, geo):
+        N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+        self.geo = geo
+        self.Hh = Ph + (kh - 1) // sh + 1          # one spare row: the last run's junk columns
+        self.Wh = Pw + (kw - 1) // sw
+        self.L = Ph * self.Wh
+        self.rows = [self._axis(a, sh, ph, H, self.Hh) for a in range(sh)]
+        self.cols = [self._axis(b, sw, pw, W, self.Wh) for b in range(sw)]
+        # real rows/cols no window reads (possible with large strides) get no gradient
+        self.complete = (sum(r[2] for r in self.rows) == H and sum(c[2] for c in self.cols) == W)
+
+    @staticmethod
+    def _axis(a, s, pad, size, cap):
+        """(first phase index t0, first real index h0, count) of real rows in phase ``a``:
+        padded row ``a + s*t`` is real row ``a + s*t - pad``."""
+        t0 = max(0, -(-(pad - a) // s))
+        h0 = a + s * t0 - pad
+        count = len(range(h0, size, s)) if h0 < size else 0
+        return t0, h0, max(0, min(count, cap - t0))
+
+    def offsets(self):
+        """(phase a, phase b, flat offset, Caffe's flat in-window offset i*W + j) per (i, j)."""
+        N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = self.geo
+        return [(i % sh, j % sw, (i // sh) * self.Wh + j // sw, i * W + j)
+                for i in range(kh) for j in range(kw)]
+
+    def gather(self, x, fill):
+        """``(sh, sw, n*C, Hh*Wh)`` phase planes of ``x`` (``(n, C, H, W)``), ``fill`` outside."""
+        xp = get_array_module(x)
+        n, C = x.shape[:2]
+        N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = self.geo
+        out = xp.empty((sh, sw, n, C, self.Hh, self.Wh), dtype=x.dtype)
+        for a, (t0, h0, hc) in enumerate(self.rows):
+            for b, (u0, w0, wc) in enumerate(self.cols):
+                dst = out[a, b]
+                if hc < self.Hh or wc < self.Wh:
+                    dst.fill(fill)
+                if hc and wc:
+                    dst[:, :, t0:t0 + hc, u0:u0 + wc] = \
+                        x[:, :, h0:h0 + sh * (hc - 1) + 1:sh, w0:w0 + sw * (wc - 1) + 1:sw]
+        return out.reshape(sh, sw, n * C, self.Hh * self.Wh)
+
+    def scatter(self, planes, dx):
+        """Inverse of ``gather`` for gradients: ``dx`` (``(n, C, H, W)``) = the real part."""
+        N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = self.geo
+        n = dx.shape[0]
+        planes = planes.reshape(sh, sw, n, C, self.Hh, self.Wh)
+        if not self.complete:
+            dx[...] = 0
+        for a, (t0, h0, hc) in enumerate(self.rows):
+            for b, (u0, w0, wc) in enumerate(self.cols):
+                if hc and wc:
+                    dx[:, :, h0:h0 + sh * (hc - 1) + 1:sh, w0:w0 + sw * (wc - 1) + 1:sw] = \
+                        planes[a, b, :, :, t0:t0 + hc, u0:u0 + wc]
+
+    def extend(self, a, n, fill=0):
+        """``a`` (``(n, C, Ph, Pw)``) on the extended grid, ``(n*C, Ph*Wh)``."""
+        xp = get_array_module(a)
+        N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = self.geo
+        if self.Wh == Pw:
+            return xp.ascontiguousarray(a).reshape(n * C, self.L)
+        out = xp.empty((n, C, Ph, self.Wh), dtype=a.dtype)
+        out[..., Pw:] = fill
+        out[..., :Pw] = a
+        return out.reshape(n * C, self.L)
+
+    def real(self, ext, n):
+        """The ``(n, C, Ph, Pw)`` part of an extended-grid array (a view)."""
+        N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = self.geo
+        return ext.reshape(n, C, Ph, self.Wh)[..., :Pw]
 
 
 def _max_forward(x, geo, base, y, mask):
     """MAX forward of one batch slice into ``y`` / ``mask`` (views of the full outputs).
 
-    Values: a chain of elementwise maxima over the kh*kw shifted strided views. Argmax (Caffe's
-    first maximum in row-major window order) without masked copies (a random mask makes those
-    ~10x slower than a ufunc): ``run`` stays true while every offset so far differs from the max,
-    so summing it counts the offsets before the first maximum; adding ``W - kw`` for every
-    completed window row turns that count into the flat offset ``i*W + j`` from the corner."""
+    Values: a chain of elementwise maxima over the kh*kw window offsets (phase-layout runs).
+    Argmax (Caffe's first maximum in row-major window order) without masked copies (a random mask
+    makes those ~10x slower than a ufunc): ``run`` stays true while every offset so far differs
+    from the max, so summing it counts the offsets before the first maximum; adding ``W - kw``
+    for every completed window row turns that count into the flat offset ``i*W + j`` from the
+    window's corner, and ``base`` (the corner's flat index) makes it Caffe's mask."""
     xp = get_array_module(x)
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
-    xpad = _padded_for(x, geo, -xp.inf)
-    offs = [(i, j) for i in range(kh) for j in range(kw)]
-    views = [xpad[_slices(i, j, sh, sw, Ph, Pw)] for i, j in offs]
+    n = x.shape[0]
+    P = _Phases(geo)
+    planes = P.gather(x, -xp.inf)
+    views = [planes[a, b, :, o:o + P.L] for a, b, o, _ in P.offsets()]
+    yext = xp.empty((n * C, P.L), dtype=x.dtype)
     if len(views) == 1:
-        y[...] = views[0]
+        yext[...] = views[0]
     else:
-        xp.maximum(views[0], views[1], out=y)
+        xp.maximum(views[0], views[1], out=yext)
         for v in views[2:]:
-            xp.maximum(y, v, out=y)
+            xp.maximum(yext, v, out=yext)
     # int16 counters (window offsets < 32768 here) halve the traffic of the accumulation
     small = kh * W < 32767
-    cnt = xp.zeros(y.shape, dtype=xp.int16 if small else xp.int32)
+    cnt = xp.zeros(yext.shape, dtype=xp.int16 if small else xp.int32)
     rows = xp.zeros_like(cnt) if kh > 1 and W != kw else None
-    run = xp.empty(y.shape, dtype=bool)
-    ne = xp.empty(y.shape, dtype=bool)
+    run = xp.empty(yext.shape, dtype=bool)
+    ne = xp.empty(yext.shape, dtype=bool)
     for o, v in enumerate(views[:-1]):
         if o == 0:
-            xp.not_equal(v, y, out=run)
+            xp.not_equal(v, yext, out=run)
         else:
-            xp.not_equal(v, y, out=ne)
+            xp.not_equal(v, yext, out=ne)
             xp.logical_and(run, ne, out=run)
         xp.add(cnt, run, out=cnt)
         if rows is not None and (o + 1) % kw == 0:
@@ -168,23 +229,25 @@ def _max_forward(x, geo, base, y, mask):
     if rows is not None:
         rows *= W - kw
         cnt += rows
-    xp.add(cnt, base, out=mask)
+    y[...] = P.real(yext, n)
+    xp.add(P.real(cnt, n), base, out=mask)
 
 
 def _ave_forward(x, geo, div, y):
     xp = get_array_module(x)
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
-    xpad = _padded_for(x, geo, 0)
-    first = True
-    for i in range(kh):
-        for j in range(kw):
-            v = xpad[_slices(i, j, sh, sw, Ph, Pw)]
-            if first:
-                y[...] = v
-                first = False
-            else:
-                y += v
-    y /= div
+    n = x.shape[0]
+    P = _Phases(geo)
+    planes = P.gather(x, 0)
+    views = [planes[a, b, :, o:o + P.L] for a, b, o, _ in P.offsets()]
+    acc = xp.empty((n * C, P.L), dtype=x.dtype)
+    if len(views) == 1:
+        acc[...] = views[0]
+    else:
+        xp.add(views[0], views[1], out=acc)
+        for v in views[2:]:
+            acc += v
+    xp.divide(P.real(acc, n), div, out=y)
 
 
 def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_pooling=False):
@@ -217,63 +280,35 @@ def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_p
     return dx
 
 
-def _tiles(geo):
-    """True when the windows tile the input exactly (k == stride, no pad, no overhang): each input
-    element then belongs to exactly one window and backward can write instead of accumulate."""
-    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
-    return kh == sh and kw == sw and ph == pw == 0 and Ph * kh == H and Pw * kw == W
-
-
-def _grad_target(dx, geo):
-    """(array the kh*kw shifted views scatter into, whether it needs zeroing/cropping)."""
-    xp = get_array_module(dx)
-    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
-    if _tiles(geo):
-        return dx, False
-    Hp, Wp = max((Ph - 1) * sh + kh, H + ph), max((Pw - 1) * sw + kw, W + pw)
-    if ph == 0 and pw == 0 and Hp == H and Wp == W:
-        dx[...] = 0
-        return dx, False
-    return xp.zeros((dx.shape[0], C, Hp, Wp), dtype=dx.dtype), True
-
-
 def _max_backward(dy, mask, base, geo, dx):
-    """Each output's gradient goes to its argmax: per window offset, ``dy * (offset == o)`` lands
-    on that offset's strided view (distinct targets within one offset; adds where windows
-    overlap, a plain write where they tile)."""
+    """Each output's gradient goes to its argmax: per window offset, ``dy * (offset == o)`` is
+    added to that offset's run in the phase layout (distinct targets within one offset; sums where
+    windows overlap), then the phases are scattered back into ``dx``."""
     xp = get_array_module(dy)
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
+    n = dy.shape[0]
+    P = _Phases(geo)
     small = kh * W < 32767
     off = xp.subtract(mask, base, dtype=xp.int16 if small else xp.int32)
-    target, crop = _grad_target(dx, geo)
-    write = target is dx and _tiles(geo)
-    eq = xp.empty(dy.shape, dtype=bool)
-    tmp = None if write else xp.empty(dy.shape, dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            xp.equal(off, i * W + j, out=eq)
-            view = target[_slices(i, j, sh, sw, Ph, Pw)]
-            if write:
-                xp.multiply(dy, eq, out=view)
-            else:
-                xp.multiply(dy, eq, out=tmp)
-                view += tmp
-    if crop:
-        dx[...] = target[:, :, ph:ph + H, pw:pw + W]
+    off = P.extend(off, n, fill=-1)          # junk columns match no offset
+    g = P.extend(dy, n)
+    planes = xp.zeros((sh, sw, n * C, P.Hh * P.Wh), dtype=dy.dtype)
+    eq = xp.empty(g.shape, dtype=bool)
+    tmp = xp.empty(g.shape, dtype=dy.dtype)
+    for a, b, o, d in P.offsets():
+        xp.equal(off, d, out=eq)
+        xp.multiply(g, eq, out=tmp)
+        planes[a, b, :, o:o + P.L] += tmp
+    P.scatter(planes, dx)
 
 
 def _ave_backward(dy, div, geo, dx):
     xp = get_array_module(dy)
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
-    g = dy / div
-    target, crop = _grad_target(dx, geo)
-    write = target is dx and _tiles(geo)
-    for i in range(kh):
-        for j in range(kw):
-            view = target[_slices(i, j, sh, sw, Ph, Pw)]
-            if write:
-                view[...] = g
-            else:
-                view += g
-    if crop:
-        dx[...] = target[:, :, ph:ph + H, pw:pw + W]
+    n = dy.shape[0]
+    P = _Phases(geo)
+    g = P.extend(dy / div, n)
+    planes = xp.zeros((sh, sw, n * C, P.Hh * P.Wh), dtype=dy.dtype)
+    for a, b, o, _ in P.offsets():
+        planes[a, b, :, o:o + P.L] += g
+    P.scatter(planes, dx)

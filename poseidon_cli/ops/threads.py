@@ -4,10 +4,11 @@ NumPy releases the GIL inside ufunc loops, copies and BLAS calls on large arrays
 batch slices handed to separate threads run in parallel, the way torch's intra-op threads do.
 
 Size: ``POSEIDON_NUM_THREADS`` when set, else ``os.cpu_count()``; ``set_num_threads(n)`` changes
-it at run time (1 = everything runs serially on the caller's thread).
+it at run time (1 = everything, BLAS included, runs serially on the caller's thread).
 
-BLAS nesting: the first time work is split over more than one thread, numpy's OpenBLAS is set to
-ONE thread for the whole process (through ``threadpoolctl`` when it is importable). Every GEMM the
+BLAS nesting: on the first ``parallel_for`` over NumPy arrays, numpy's OpenBLAS is set to ONE
+thread for the whole process (through ``threadpoolctl`` when it is importable, else by calling
+the set-threads entry of each loaded OpenBLAS), whatever the pool size. Every GEMM the
 engine issues then sits inside one batch slice, so the parallelism comes from this pool only.
 Why process-wide and not around each call: OpenBLAS worker threads busy-wait for a while after
 every call, so a multi-threaded BLAS anywhere next to this pool competes with it for the cores.
@@ -66,8 +67,35 @@ def _limit_blas():
     try:
         import threadpoolctl
         threadpoolctl.threadpool_limits(1, user_api="blas")
-    except Exception:   # threadpoolctl missing or no controllable BLAS: nothing to nest with
+        return
+    except Exception:   # threadpoolctl missing: look for a loaded OpenBLAS ourselves
         pass
+    _limit_openblas_ctypes()
+
+
+_OPENBLAS_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "openblas_set_num_threads64_")
+
+
+def _limit_openblas_ctypes():
+    """Fallback without threadpoolctl: call the set-threads entry of every OpenBLAS this process
+    has loaded (Linux: listed in /proc/self/maps). No OpenBLAS found: nothing to do."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _OPENBLAS_SETTERS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(1))
+                break
 
 
 def _get_pool(workers):
@@ -108,14 +136,16 @@ def parallel_for(n, fn, xp=numpy, min_items=2, cost=None, min_cost=1 << 16):
     ``min_cost`` (splitting tiny work costs more than it saves), or this is already a pool worker.
     The caller's thread runs the first slice itself. Exceptions propagate after all slices ended.
     """
+    if xp is not numpy:
+        return [fn(0, n)]
+    _limit_blas()
     T = num_threads()
-    if (xp is not numpy or T <= 1 or n < min_items or getattr(_local, "in_worker", False)
+    if (T <= 1 or n < min_items or getattr(_local, "in_worker", False)
             or (cost is not None and cost < min_cost)):
         return [fn(0, n)]
     ranges = split(n, T)
     if len(ranges) == 1:
         return [fn(0, n)]
-    _limit_blas()
     pool = _get_pool(len(ranges) - 1)
     futures = [pool.submit(fn, a, b) for a, b in ranges[1:]]
     first = err = None

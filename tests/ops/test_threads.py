@@ -111,3 +111,13 @@ def test_threaded_conv_matches_serial(two_threads, C, k, pad, stride):
     np.testing.assert_allclose(y, y1, rtol=1e-5, atol=1e-4)
     for a, r in zip(got, want):
         np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-3)
+
+
+def test_openblas_is_single_threaded_once_ops_ran():
+    """The pool supplies the parallelism; a multi-threaded OpenBLAS next to it would nest."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threads.parallel_for(4, lambda a, b: None)
+    blas = [i for i in threadpoolctl.threadpool_info() if i.get("internal_api") == "openblas"]
+    if not blas:
+        pytest.skip("numpy is not linked to OpenBLAS here")
+    assert all(i["num_threads"] == 1 for i in blas)
