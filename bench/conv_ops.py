@@ -1,10 +1,14 @@
 """Per-layer forward+backward time of poseidon's conv/pool ops vs PyTorch CPU (same thread count).
 
 Layers are those of LeNet (batch 64) and CIFAR-10 quick (batch 100). First convolutions skip the
-input gradient (as a net would: the data layer needs none). Times are the minimum over repetitions,
-ours and torch's interleaved, so drift on a shared machine hits both alike; compare ratios.
+input gradient (as a net would: the data layer needs none). Times are the median over repetitions,
+ours and torch's interleaved, so drift on a shared machine hits both alike; compare ratios. Both
+engines run ``--threads`` threads (torch.set_num_threads and our ``ops.threads`` pool).
+``--clock cpu`` times the calling thread's CPU time instead of wall time: with ``--threads 1`` that
+is insensitive to other load on the machine (not meaningful with more threads).
 
-Usage: python bench/conv_ops.py [--reps 15] [--threads 2] [--out bench/results/conv_ops.json]
+Usage: python bench/conv_ops.py [--reps 15] [--threads 2] [--clock wall|cpu]
+                                [--out bench/results/conv_ops.json]
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numpy as np
 
 from poseidon_cli.ops import conv as cv
 from poseidon_cli.ops import pooling as pl
+from poseidon_cli.ops import threads
 
 # name: ("conv", N, C, H, O, k, pad, need_dx) or ("pool", N, C, H, mode, k, stride)
 LAYERS = {
@@ -82,19 +87,26 @@ def _torch(spec, rng, torch):
     return run
 
 
+_CLOCK = time.perf_counter
+
+
 def _time(fn):
-    t = time.perf_counter()
+    t = _CLOCK()
     fn()
-    return (time.perf_counter() - t) * 1e3
+    return (_CLOCK() - t) * 1e3
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "conv_ops.json"))
     args = ap.parse_args(argv)
+    global _CLOCK
+    _CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
+    threads.set_num_threads(args.threads)
     try:
         import torch
         torch.set_num_threads(args.threads)
@@ -113,10 +125,10 @@ def main(argv=None):
             t_ours.append(_time(ours))
             if theirs:
                 t_torch.append(_time(theirs))
-        rows.append({"layer": name, "ours_ms": min(t_ours),
-                     "torch_ms": min(t_torch) if t_torch else None})
-    print(f"{'layer':<20} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}   (fwd+bwd, min of "
-          f"{args.reps}, torch {args.threads} threads)")
+        rows.append({"layer": name, "ours_ms": float(np.median(t_ours)),
+                     "torch_ms": float(np.median(t_torch)) if t_torch else None})
+    print(f"{'layer':<20} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}   (fwd+bwd, median of "
+          f"{args.reps}, {args.threads} threads, {args.clock} clock)")
     totals = {}
     for r in rows:
         ratio = r["ours_ms"] / r["torch_ms"] if r["torch_ms"] else float("nan")
@@ -133,6 +145,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"layers": rows, "totals": summary, "reps": args.reps, "threads": args.threads,
+                   "clock": args.clock, "loadavg": os.getloadavg(),
                    "numpy": np.__version__, "torch": getattr(torch, "__version__", None),
                    "machine": platform.processor() or platform.machine()}, f, indent=1)
     print(f"wrote {args.out}")

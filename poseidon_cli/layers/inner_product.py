@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import fillers
+from ..ops import threads
 from . import register
 from .base import Layer
 
@@ -71,21 +72,33 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.M, self.K)
         y = top[0].data.reshape(self.M, self.N)
         w = self.blobs[0].data
-        xp.matmul(x, w if self.transpose else w.T, out=y)
-        if self.bias_term:
-            y += self.blobs[1].data
+        wt = w if self.transpose else w.T
+        b = self.blobs[1].data if self.bias_term else None
+
+        def rows(m0, m1):   # one GEMM per thread over a slice of the batch rows
+            xp.matmul(x[m0:m1], wt, out=y[m0:m1])
+            if b is not None:
+                y[m0:m1] += b
+        threads.parallel_for(self.M, rows, xp, cost=self.M * self.K * self.N // 64)
 
     def backward(self, top, propagate_down, bottom):
         xp = bottom[0].xp
         dy = top[0].diff.reshape(self.M, self.N)
         x = bottom[0].data.reshape(self.M, self.K)
+        cost = self.M * self.K * self.N // 64
         if self.param_propagate_down[0]:
-            if self.transpose:
-                self.blobs[0].diff[...] += x.T @ dy
-            else:
-                self.blobs[0].diff[...] += dy.T @ x
+            wd = self.blobs[0].diff
+
+            def wgrad(n0, n1):   # each thread owns a block of output units (disjoint rows of dW)
+                if self.transpose:
+                    wd[:, n0:n1] += x.T @ dy[:, n0:n1]
+                else:
+                    wd[n0:n1] += dy[:, n0:n1].T @ x
+            threads.parallel_for(self.N, wgrad, xp, cost=cost)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff[...] += dy.sum(axis=0)
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.M, self.K)
-            xp.matmul(dy, self._w_nk(), out=dx)
+            w_nk = self._w_nk()
+            threads.parallel_for(self.M, lambda m0, m1: xp.matmul(dy[m0:m1], w_nk, out=dx[m0:m1]),
+                                 xp, cost=cost)
