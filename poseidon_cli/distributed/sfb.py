@@ -66,6 +66,7 @@ SERVICE = "poseidon.sfb.FactorBroadcast"
 DEFAULT_CHUNK_BYTES = 1 << 20
 MODES = ("auto", "on", "off")
 TINY_WEIGHT_BYTES = 256 * 1024
+STEP_BLOCK_ELEMENTS = 64 * 1024   # float32 elements per block of the host solver step (256 KiB)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -349,11 +350,15 @@ class FactorExchange:
         self.applied = [0] * n                   # clocks applied per layer
         self.bytes_sent = [0] * n
         self.bytes_received = [0] * n
+        self.rebuild_cpu_s = [0.0] * n           # CPU seconds (host) of the gradient GEMMs
+        self.step_cpu_s = [0.0] * n              # ... and of the local solver steps
         self.wait_s = 0.0
         self._cv = threading.Condition()
         self._parts: dict = {}                   # (j, clock, sender, kind) -> _Assembly
         self._factors: dict = {}                 # (j, clock) -> {sender: {kind: array}}
-        self._grads: dict = {}                   # (j, clock) -> averaged gradient (weight's xp)
+        self._grads: dict = {}                   # (j, clock) -> summed gradient (weight's xp)
+        self._free: list = [[] for _ in range(n)]  # per layer: gradient buffers to reuse
+        self._tmp: dict = {}                     # per layer: the rebuild's scratch
         self._initial: dict = {}                 # (j, kind, slot) -> array (from worker 0)
         self._captured: dict = {}                # j -> (clock, top_diff, bottom) not yet sent
         self._sends: list = []
@@ -489,9 +494,30 @@ class FactorExchange:
         if ready:
             self._compute_pool.submit(self._rebuild, j, clock, entry)
 
+    def _buffer(self, j, shape, dtype, xp):
+        """A gradient buffer for layer ``j`` from its free list (a fresh 64 MB array per clock
+        costs as much in page faults as the solver step itself)."""
+        with self._cv:
+            free = self._free[j]
+            while free:
+                buf = free.pop()
+                if buf.shape == shape and buf.dtype == dtype and get_array_module(buf) is xp:
+                    return buf
+        return xp.empty(shape, dtype=dtype)
+
+    def _release(self, j, buf):
+        with self._cv:
+            if len(self._free[j]) < 2:
+                self._free[j].append(buf)
+
     def _rebuild(self, j, clock, entry):
-        """The averaged gradient of clock ``clock``: one GEMM over every worker's rows in worker-id
-        order (identical on every replica)."""
+        """The summed gradient of clock ``clock``: ``Σ_p top_diff_pᵀ · bottom_p``, one GEMM per
+        worker added in worker-id order into a reused buffer (identical on every replica, and each
+        term is exactly the gradient that worker's own InnerProduct backward would have pushed to
+        the PS). One GEMM over the P·K stacked rows would take half the CPU time but rounds the
+        sum differently; Adam turns such last-bit differences on near-zero gradients into
+        lr-sized steps (the digits Adam test then misses 1e-4 by far). :meth:`_step` divides by P."""
+        t0 = time.thread_time()
         try:
             w = self.net.learnable_params[self.plans[j].param_index].data
             xp = get_array_module(w)
@@ -501,20 +527,21 @@ class FactorExchange:
                 for p in range(self.num_workers):
                     dy = xp.asarray(entry[p][sfb_pb2.TOP_DIFF], dtype=w.dtype)
                     x = xp.asarray(entry[p][sfb_pb2.BOTTOM_DATA], dtype=w.dtype)
+                    shape = (dy.shape[1], x.shape[1])
+                    if shape != tuple(w.shape):
+                        raise ValueError(f"factors of layer '{self.plans[j].layer}' give a {shape} "
+                                         f"gradient for a {tuple(w.shape)} weight")
                     if g is None:
-                        g = dy.T @ x
+                        g = self._buffer(j, shape, w.dtype, xp)
+                        xp.matmul(dy.T, x, out=g)
                     else:
                         if tmp is None:
-                            tmp = xp.empty_like(g)
+                            tmp = self._scratch(j, shape, w.dtype, xp)
                         xp.matmul(dy.T, x, out=tmp)
                         g += tmp
-                if self.num_workers > 1:
-                    g /= self.num_workers
-                if g.shape != w.shape:
-                    raise ValueError(f"factors of layer '{self.plans[j].layer}' give a {g.shape} "
-                                     f"gradient for a {w.shape} weight")
             with self._cv:
                 self._grads[(j, clock)] = g
+                self.rebuild_cpu_s[j] += time.thread_time() - t0
                 self._cv.notify_all()
         except BaseException as e:  # noqa: BLE001 - reported to the waiting main thread
             with self._cv:
@@ -522,6 +549,13 @@ class FactorExchange:
                     self._failure = ClusterError(f"rebuilding the gradient of layer "
                                                  f"'{self.plans[j].layer}' failed: {e}")
                 self._cv.notify_all()
+
+    def _scratch(self, j, shape, dtype, xp):
+        """The rebuild's per-layer scratch (only the single compute thread uses it)."""
+        buf = self._tmp.get(j)
+        if buf is None or buf.shape != shape or buf.dtype != dtype or get_array_module(buf) is not xp:
+            buf = self._tmp[j] = xp.empty(shape, dtype=dtype)
+        return buf
 
     # -- applying ------------------------------------------------------------------------------
     def _missing(self, j, clock):
@@ -567,15 +601,34 @@ class FactorExchange:
         self.wait_s += time.perf_counter() - t0
 
     def _step(self, j, clock, g):
-        """Caffe's update for one clock, as SolverUpdater does it on the PS."""
+        """Caffe's update for one clock, as SolverUpdater does it on the PS (average, coupled
+        regularization, rule, ``w -= step``), on ``g`` = the SUM over workers.
+
+        On the host it runs over blocks of ~256 KiB of rows: every rule is element-wise, so this
+        is exact, and each block's temporaries and its rows of w, g and history stay in cache
+        instead of ~8 passes over the whole 64 MB arrays (about 3x less CPU for 4096 x 4096)."""
+        t0 = time.thread_time()
         p = self.plans[j]
         k = p.param_index
         w = self.net.learnable_params[k].data
+        xp = get_array_module(w)
+        history = self.history_of(k)
         it = self.start_iter + clock
         rate = learning_rate(self.param, it) * self.net.params_lr[k]
-        regularize(w, g, self.weight_decay * self.net.params_weight_decay[k], self.reg_type)
-        self.rule.compute_update(g, self.history_of(k), rate, it, w)
-        w -= g
+        decay = self.weight_decay * self.net.params_weight_decay[k]
+        rows = w.shape[0]
+        cols = max(1, w.size // max(1, rows))
+        step = rows if xp is not np else max(1, STEP_BLOCK_ELEMENTS // cols)
+        for r in range(0, rows, step):
+            s = slice(r, r + step)
+            gb, wb = g[s], w[s]
+            if self.num_workers > 1:
+                gb /= self.num_workers
+            regularize(wb, gb, decay, self.reg_type)
+            self.rule.compute_update(gb, [h[s] for h in history], rate, it, wb)
+            wb -= gb
+        self._release(j, g)
+        self.step_cpu_s[j] += time.thread_time() - t0
 
     # -- start-up ------------------------------------------------------------------------------
     def publish_initial(self) -> None:
@@ -621,7 +674,9 @@ class FactorExchange:
             out.append({"layer": p.layer, "param": p.param_name, "iterations": iterations,
                         "bytes_sent": int(self.bytes_sent[j]), "bytes_received": int(self.bytes_received[j]),
                         "bytes_per_iteration": (self.bytes_sent[j] + self.bytes_received[j]) / it,
-                        "model_bytes_per_iteration": p.sfb_bytes})
+                        "model_bytes_per_iteration": p.sfb_bytes,
+                        "rebuild_cpu_s": round(self.rebuild_cpu_s[j], 6),
+                        "step_cpu_s": round(self.step_cpu_s[j], 6)})
         return out
 
     def close(self) -> None:

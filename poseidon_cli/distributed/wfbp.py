@@ -53,6 +53,7 @@ class WaitFreeBackprop:
         self.bytes_pushed = np.zeros(n, dtype=np.int64)
         self.bytes_pulled = np.zeros(n, dtype=np.int64)
         self.wait_s = 0.0                          # blocked waiting for parameters this iteration
+        self._free = [[] for _ in range(n)]        # per param: host buffers of finished pushes
         self.sfb = sfb
         self.staleness = int(staleness)
         self.sfb_layers = sfb.layer_indices if sfb is not None else set()
@@ -82,12 +83,26 @@ class WaitFreeBackprop:
         if self.iter_size != 1:
             grad = to_host(diff) * (1.0 / self.iter_size)
         elif get_array_module(diff) is np:
-            grad = diff.copy()
+            # Reuse the buffer of an earlier, finished push: a fresh 64 MB array per push and
+            # iteration costs its page faults on top of the copy.
+            free = self._free[k]
+            grad = free.pop() if free else np.empty_like(diff)
+            np.copyto(grad, diff)
+            fut = self.client.push(self.names[k], grad, copy=False)
+            fut.add_done_callback(lambda f, k=k, grad=grad: self._recycle(k, grad))
+            self.pushed.add(k)
+            self.bytes_pushed[k] += grad.nbytes
+            return
         else:
             grad = to_host(diff)
         self.client.push(self.names[k], grad, copy=False)
         self.pushed.add(k)
         self.bytes_pushed[k] += grad.nbytes
+
+    def _recycle(self, k, grad):
+        # list.append is atomic; at most two spare buffers per param
+        if len(self._free[k]) < 2:
+            self._free[k].append(grad)
 
     def push_remaining(self):
         """Push whatever the hooks did not (everything with --no-overlap)."""
