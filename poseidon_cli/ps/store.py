@@ -32,7 +32,7 @@ PROTOCOL_VERSION = 1
 
 
 class _ChunkState:
-    __slots__ = ("ck", "value", "state", "applied", "pending", "initialized", "spare")
+    __slots__ = ("ck", "value", "state", "applied", "pending", "initialized", "spare", "version")
 
     def __init__(self, ck: ChunkKey):
         self.ck = ck
@@ -45,6 +45,9 @@ class _ChunkState:
         # The last applied clock's sum buffer, reused for the next one: fresh 1 MiB allocations per
         # chunk per clock cost page faults that showed up in the benchmark.
         self.spare: np.ndarray | None = None
+        # Bumped (under the lock) whenever ``value`` changes: lets a transport send ``value`` without
+        # holding the lock and then check nothing wrote it meanwhile (see ``unchanged_since``).
+        self.version = 0
 
 
 class ShardStore:
@@ -223,6 +226,24 @@ class ShardStore:
             self._apply_ready(cs)
             return True
 
+    def push_owned(self, worker_id: int, clock: int, key: int, buf: np.ndarray) -> tuple[bool, np.ndarray | None]:
+        """:meth:`push` of a gradient the caller hands over: ``buf`` is a writable, aligned byte array
+        (``uint8``, the chunk's bytes) that the caller no longer uses. When it is the first gradient of
+        ``clock`` for the chunk the store keeps ``buf`` as the running sum instead of copying it (a
+        transport can receive straight into it). Returns ``(accepted, reusable)``: a byte array of the
+        same size the caller may receive into next (``buf`` itself when it was not kept, else the
+        chunk's spare sum buffer, or None). Same rules and errors as :meth:`push`."""
+        with self._cond:
+            self._require_layout()
+            cs = self._chunks[key]
+            if clock not in cs.pending and clock >= cs.applied and buf.nbytes == cs.value.nbytes:
+                cs.pending[clock] = [buf.view(cs.ck.dtype), {worker_id}]
+                back, cs.spare = cs.spare, None
+                self._apply_ready(cs)
+                return True, (back.view(np.uint8) if back is not None else None)
+        # Not the first gradient of this clock (or a duplicate, or malformed): the ordinary path.
+        return self.push(worker_id, clock, key, memoryview(buf)), buf
+
     def _apply_ready(self, cs: _ChunkState) -> None:
         """Step the updater for each complete clock in order. Caller holds the lock."""
         stepped = False
@@ -234,6 +255,7 @@ class ShardStore:
             avg = entry[0] if entry[0] is not None else np.zeros(cs.ck.size, cs.ck.dtype)
             if self.num_workers > 1:
                 avg /= self.num_workers
+            cs.version += 1
             self.updater.update(cs.ck, cs.value, avg, cs.state, cs.applied)
             if entry[0] is not None:
                 cs.spare = avg  # the updater contract says grad is scratch: safe to reuse
@@ -250,6 +272,7 @@ class ShardStore:
             v = np.frombuffer(value, dtype=cs.ck.dtype) if not isinstance(value, np.ndarray) else value
             if v.size != cs.ck.size:
                 raise ValueError(f"chunk {key} of {cs.ck.name!r} has {cs.ck.size} elements, got {v.size}")
+            cs.version += 1
             cs.value[...] = v.reshape(-1)
             cs.initialized = True
             self._cond.notify_all()
@@ -268,7 +291,7 @@ class ShardStore:
         t_end = time.monotonic() + limit
         s = self.staleness
         while remaining:
-            out = []
+            ready = []
             with self._cond:
                 self._require_layout()
 
@@ -287,11 +310,38 @@ class ShardStore:
                 for k in remaining:
                     cs = self._chunks[k]
                     if cs.initialized and consistency.pull_ready(pull_clock, s, cs.applied, mwc, min_clock):
-                        out.append(render(cs.ck, cs.applied, cs.value))
+                        ready.append(cs)
                     else:
                         still.append(k)
                 remaining = still
-            yield from out  # outside the lock: the consumer may be slow (network)
+                first = render(ready[0].ck, ready[0].applied, ready[0].value) if ready else None
+            # Render (copy) one chunk per lock hold and hand it over before copying the next, so the
+            # network starts on the first chunk at once. A chunk's applied clock only grows, so one that
+            # was ready stays ready; each rendering is a consistent (values, applied clock) pair.
+            if first is not None:
+                yield first  # outside the lock: the consumer may be slow (network)
+            for cs in ready[1:]:
+                with self._cond:
+                    item = render(cs.ck, cs.applied, cs.value)
+                yield item
+
+    def version_locked(self, key: int) -> int:
+        """Chunk ``key``'s value version. Only with the lock held, i.e. from inside a ``pull`` render."""
+        return self._chunks[key].version
+
+    def unchanged_since(self, key: int, version: int) -> bool:
+        """True if chunk ``key``'s values were not written since ``version_locked`` returned
+        ``version``. Updates run entirely under the lock, so True means a read of ``value`` made
+        between the two calls saw one consistent state."""
+        with self._cond:
+            return self._chunks[key].version == version
+
+    def render_now(self, key: int, render: Callable[[ChunkKey, int, np.ndarray], object]):
+        """``render(chunk_key, applied_clock, values)`` of chunk ``key`` as it is now, under the lock
+        (the applied clock only grows, so a chunk once ready for a pull stays ready)."""
+        with self._cond:
+            cs = self._chunks[key]
+            return render(cs.ck, cs.applied, cs.value)
 
     def _explain_pull(self, worker_id, pull_clock, min_clock, keys, limit) -> str:
         need = consistency.required_clock(pull_clock, self.staleness, min_clock)

@@ -103,7 +103,7 @@ class TcpDataServer:
     def _serve(self, conn: socket.socket, peer) -> None:
         hdr = np.empty(W.REQUEST.size, np.uint8)
         hmv = memoryview(hdr)
-        state = {"buf": np.empty(0, np.uint8), "pool": []}
+        state = {"buf": np.empty(0, np.uint8), "pool": [], "grads": {}}
         worker = None
         try:
             while not self._stop.is_set():
@@ -160,19 +160,31 @@ class TcpDataServer:
         imv = memoryview(item)
         accepted = dups = 0
         store = self.store
+        grads = state["grads"]
         for _ in range(count):
             W.recv_exact(conn, imv, t_end)
             key, kind, nbytes = W.ITEM.unpack(item)
-            if nbytes > state["buf"].size:
-                state["buf"] = np.empty(nbytes, np.uint8)
-            # A memoryview, not an ndarray: the store reinterprets bytes in the chunk's dtype.
-            view = memoryview(state["buf"][:nbytes])
-            if nbytes:
-                W.recv_exact(conn, view, t_end)
+            owned = None
+            if kind == ps_pb2.GRADIENT and err is None and nbytes:
+                # Receive into a buffer the store may keep as the clock's sum (no copy on the shard).
+                free = grads.get(nbytes)
+                owned = free.pop() if free else np.empty(nbytes, np.uint8)
+                W.recv_exact(conn, memoryview(owned), t_end)
+            else:
+                if nbytes > state["buf"].size:
+                    state["buf"] = np.empty(nbytes, np.uint8)
+                # A memoryview, not an ndarray: the store reinterprets bytes in the chunk's dtype.
+                view = memoryview(state["buf"][:nbytes])
+                if nbytes:
+                    W.recv_exact(conn, view, t_end)
             if err is not None:
                 continue  # drain the rest of the request so the connection stays in sync
             try:
-                if kind == ps_pb2.VALUE:
+                if owned is not None:
+                    ok, back = store.push_owned(worker, clock, key, owned)
+                    if back is not None and len(grads.setdefault(nbytes, [])) < 4:
+                        grads[nbytes].append(back)
+                elif kind == ps_pb2.VALUE:
                     store.set_value(key, view)
                     ok = True
                 else:
@@ -201,9 +213,15 @@ class TcpDataServer:
         # deadline_s so our explanation arrives before its own timeout fires.
         wait = min(deadline_s, self.store.deadline_s) if deadline_s > 0 else self.store.deadline_s
         pool: list = state["pool"]
+        store = self.store
 
-        def render(ck, applied, value):
-            # Runs under the store's lock: copy into a staging buffer (reused across requests).
+        def no_copy(ck, applied, value):
+            # Under the store's lock: remember the version; the values are read after the lock is
+            # released, straight from the store (no copy), and checked afterwards.
+            return ck.key, applied, value, store.version_locked(ck.key)
+
+        def copy(ck, applied, value):
+            # Under the store's lock: a consistent copy, in a staging buffer reused across requests.
             n = value.nbytes
             buf = None
             for i in range(len(pool) - 1, -1, -1):
@@ -213,22 +231,30 @@ class TcpDataServer:
             if buf is None:
                 buf = np.empty(n, np.uint8)
             buf[:n] = value.view(np.uint8)
-            return ck.key, applied, buf, n
+            return applied, buf, n
 
+        commit: list = []  # the COMMIT of the previous chunk travels with the next frame
+        sent_end = time.monotonic() + wait + store.deadline_s
         try:
-            sent_end = time.monotonic() + wait + self.store.deadline_s
-            for key, applied, buf, n in self.store.pull(worker, clock, raw.tolist(), min_clock, wait,
-                                                         render=render):
-                W.sendmsg_all(conn, [W.REPLY.pack(W.R_CHUNK, key, applied, n), memoryview(buf[:n])], sent_end)
-                if sum(b.size for b in pool) + buf.size <= _POOL_BYTES:
-                    pool.append(buf)
+            for key, applied, value, version in store.pull(worker, clock, raw.tolist(), min_clock, wait,
+                                                            render=no_copy):
+                mv = memoryview(value).cast("B")
+                W.sendmsg_all(conn, commit + [W.REPLY.pack(W.R_CHUNK, key, applied, len(mv)), mv], sent_end)
+                if not store.unchanged_since(key, version):
+                    # An update wrote the chunk while the kernel read it: send a copy taken under the lock.
+                    applied, buf, n = store.render_now(key, copy)
+                    W.sendmsg_all(conn, [W.REPLY.pack(W.R_CHUNK, key, applied, n), memoryview(buf[:n])],
+                                  sent_end)
+                    if sum(b.size for b in pool) + buf.size <= _POOL_BYTES:
+                        pool.append(buf)
+                commit = [W.REPLY.pack(W.R_COMMIT, key, 0, 0)]
         except ClusterError as e:
-            self._send_error(conn, (W.E_CLUSTER, e.one_line()), time.monotonic() + self.store.deadline_s)
+            self._send_error(conn, (W.E_CLUSTER, e.one_line()), time.monotonic() + store.deadline_s)
             return
         except (KeyError, ValueError) as e:
-            self._send_error(conn, (W.E_INVALID, f"{self._name()}: {e}"), time.monotonic() + self.store.deadline_s)
+            self._send_error(conn, (W.E_INVALID, f"{self._name()}: {e}"), time.monotonic() + store.deadline_s)
             return
-        W.sendmsg_all(conn, [W.REPLY.pack(W.R_END, 0, 0, 0)], sent_end)
+        W.sendmsg_all(conn, commit + [W.REPLY.pack(W.R_END, 0, 0, 0)], sent_end)
 
 
 def endpoint_handler(data_server: TcpDataServer | None) -> grpc.GenericRpcHandler:

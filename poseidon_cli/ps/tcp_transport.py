@@ -183,19 +183,25 @@ class TcpTransport(ShardTransport):
             bufs.append(memoryview(keys).cast("B"))
             W.sendmsg_all(s, bufs, t_end)
             hdr = np.empty(W.REPLY.size, np.uint8)
+            received: dict[int, int] = {}  # key -> applied clock of its latest CHUNK, until COMMIT
             while True:
                 try:
                     kind, key, applied, n = self._read_reply(s, hdr, t_end)
                 except _ShardError as e:
                     in_sync = True
                     raise ClusterError(str(e)) from None
-                if kind == W.R_END:
+                if kind == W.R_CHUNK:
+                    # A repeated CHUNK of the same key (the shard's values changed while it sent them)
+                    # overwrites the same destination.
+                    W.recv_exact(s, dest(key, n), t_end)
+                    received[key] = applied
+                elif kind == W.R_COMMIT:
+                    yield key, received.pop(key)
+                elif kind == W.R_END:
                     in_sync = True
                     return
-                if kind != W.R_CHUNK:
+                else:
                     raise OSError(f"unexpected reply frame type {kind}")
-                W.recv_exact(s, dest(key, n), t_end)
-                yield key, applied
         except (OSError, socket.timeout) as e:
             raise self._failure(e, what, timeout) from None
         finally:

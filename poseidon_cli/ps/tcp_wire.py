@@ -11,9 +11,15 @@ One connection carries one request at a time, and every request is answered befo
       PULL    body = count x int64 key
     reply     REPLY (32 B) frames
       PUSH    one OK(a=accepted, b=duplicates)  or one ERROR
-      PULL    CHUNK(a=key, b=applied clock, n=nbytes) + payload, ..., then END  or ERROR at any point
+      PULL    per chunk: CHUNK(a=key, b=applied clock, n=nbytes) + payload, once or more, then
+              COMMIT(a=key): the last CHUNK of that key before its COMMIT is the one that counts;
+              after all chunks END; ERROR at any point
       ERROR   a=code (CLUSTER: the shard's one-line ClusterError; INVALID: malformed request),
               n bytes of utf-8 message
+
+The shard sends a chunk's values straight from its store without holding the store's lock, then
+checks that no update wrote them meanwhile; if one did, it sends the chunk again from a copy taken
+under the lock. COMMIT tells the receiver which of the copies it got is final.
 
 A connection whose peer vanishes mid-frame is out of sync and is closed; a reply frame means the
 connection is in sync again (an ERROR after a PUSH comes only after the whole body was read).
@@ -31,7 +37,7 @@ OP_PUSH, OP_PULL = 1, 2
 REQUEST = struct.Struct("<4sB3xIiIqqdI4x")
 ITEM = struct.Struct("<qB7xQ")        # key, kind, nbytes
 REPLY = struct.Struct("<B7xqqQ")      # type, a, b, nbytes
-R_OK, R_CHUNK, R_END, R_ERROR = 1, 2, 3, 4
+R_OK, R_CHUNK, R_END, R_ERROR, R_COMMIT = 1, 2, 3, 4, 5
 E_CLUSTER, E_INVALID = 1, 2
 assert REQUEST.size == 52 and ITEM.size == 24 and REPLY.size == 32
 
