@@ -1,8 +1,10 @@
 """A training-loop worker process for test_server.py (run as a script, not collected by pytest).
 
 usage: ps_worker_proc.py JOB WORKER_ID NUM_WORKERS ITERS DEADLINE_S PROGRESS_FILE ADDR [ADDR...]
+The data plane is $PS_DATA_PLANE ("grpc" when unset; "tcp" for test_tcp_transport.py).
 Exits 0 when done, 3 with ``poseidon: error: <message>`` on stderr on a ClusterError.
 """
+import os
 import pathlib
 import sys
 import time
@@ -13,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from poseidon_cli.errors import ClusterError  # noqa: E402
 from poseidon_cli.ps.client import PSClient  # noqa: E402
-from poseidon_cli.ps.grpc_transport import GrpcTransport  # noqa: E402
+from poseidon_cli.ps.transport import make_transport  # noqa: E402
 
 PARAMS = [("fc.0", (64, 100)), ("fc.1", (64,))]
 
@@ -22,7 +24,8 @@ def main():
     job, w, P, iters, deadline, progress = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
         int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
     addrs = sys.argv[7:]
-    client = PSClient([GrpcTransport(a, i, job) for i, a in enumerate(addrs)], job, w, P, PARAMS,
+    plane = os.environ.get("PS_DATA_PLANE", "grpc")
+    client = PSClient([make_transport(a, i, job, plane) for i, a in enumerate(addrs)], job, w, P, PARAMS,
                       chunk_bytes=4096, deadline_s=deadline, connect_timeout_s=20, heartbeat_s=0.2)
     try:
         client.connect()
