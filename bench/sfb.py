@@ -10,11 +10,20 @@ mode (off, on, auto). For each mode it reports, per node and iteration:
   traffic (initial weights, registration) cancels out;
 * the analytic bytes of the cost model (sfb.py: PS 2·M·N·(P1+P2-2)/P2, SFB 2·K·(P1-1)·(M+N) values
   per layer, biases on the PS) and measured / model;
-* the mean iteration time of the long run (compute + waits + clock, iterations after the first),
-  and the speed-up over ``off``.
+* the mean iteration time of the long run (wall time from one update to the next, the first
+  iteration left out), the speed-up over ``off``, and the CPU seconds per iteration of each client
+  process (all its threads: worker, PS shard, transports) with, for SFB layers, the part spent
+  rebuilding gradients and in the local solver step.
+
+Threads: every client runs with ONE compute thread (``OPENBLAS_NUM_THREADS=1``,
+``POSEIDON_NUM_THREADS=1``, ``--threads`` to change). The N simulated hosts share this machine's
+cores, so a client that splits its GEMMs over several threads only competes with the other
+clients (and OpenBLAS workers busy-wait); the same setting is used for every ``--svb`` mode.
+When the clients' summed CPU time per iteration divided by the cores exceeds the link time, the
+run measures this machine's CPU, not the network: the summary prints both bounds.
 
     sudo .venv/bin/python bench/sfb.py [--clients 4] [--rate 1gbit] [--iters 6] [--warm 2]
-                                       [--modes off,on,auto] [--json out.json]
+                                       [--modes off,on,auto] [--threads 1] [--json out.json]
 
 Not root, or no ``ip``/``tc``: prints why and exits 0 (skipped).
 """
@@ -34,7 +43,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-from netns import NetnsCluster, NetnsUnavailable, check_available  # noqa: E402
+from netns import NetnsCluster, NetnsUnavailable, check_available, parse_rate  # noqa: E402
 
 from poseidon_cli.distributed import sfb  # noqa: E402
 
@@ -84,12 +93,14 @@ def model_bytes(batch, width, hidden, classes, clients, mode):
     return total, rows
 
 
-def run_once(cl, job, run_dir, clients, mode, port, deadline):
+def run_once(cl, job, run_dir, clients, mode, port, deadline, threads=1):
     hosts = pathlib.Path(run_dir) / "hosts.txt"
     hosts.parent.mkdir(parents=True, exist_ok=True)
     hosts.write_text("".join(f"{i} {cl.addresses[i]} {port}\n" for i in range(clients)))
     before = [cl.link_bytes(i) for i in range(clients)]
     logs, procs = [], []
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads), POSEIDON_NUM_THREADS=str(threads))
     t0 = time.time()
     for i in range(clients):
         log = open(pathlib.Path(run_dir) / f"client{i}.log", "wb")
@@ -97,7 +108,7 @@ def run_once(cl, job, run_dir, clients, mode, port, deadline):
         procs.append(cl.run_in(i, [sys.executable, "-m", "poseidon_cli.cli", "train", "--solver", job,
                                    "--hosts", str(hosts), "--client-id", str(i), "--svb", mode,
                                    "--cpu", "--deadline", str(deadline), "--output-dir", run_dir],
-                               stdout=log, stderr=log, cwd=str(REPO)))
+                               stdout=log, stderr=log, cwd=str(REPO), env=env))
     codes = [p.wait() for p in procs]
     wall = time.time() - t0
     for log in logs:
@@ -112,13 +123,36 @@ def run_once(cl, job, run_dir, clients, mode, port, deadline):
     return moved, stats, wall
 
 
+def _later(st):
+    its = st["iterations"][1:] or st["iterations"]
+    return [i for i in its if i.get("wall_s") is not None] or its
+
+
 def iteration_time(stats):
-    """Mean over clients of the mean iteration time, the first iteration left out (warm-up)."""
+    """Mean over clients of the mean iteration time (end of one update to the end of the next),
+    the first iteration left out (warm-up)."""
     per = []
     for st in stats:
-        its = st["iterations"][1:] or st["iterations"]
-        per.append(statistics.mean(i["compute_s"] + i["wait_params_s"] + i["clock_s"] for i in its))
+        its = _later(st)
+        per.append(statistics.mean(i["wall_s"] if i.get("wall_s") is not None
+                                   else i["compute_s"] + i["wait_params_s"] + i["clock_s"] for i in its))
     return statistics.mean(per)
+
+
+def cpu_breakdown(stats):
+    """Per client: mean process CPU seconds per iteration, and the SFB rebuild / step CPU seconds
+    per iteration (summed over SFB layers, all iterations)."""
+    out = []
+    for st in stats:
+        its = [i for i in _later(st) if i.get("cpu_s") is not None]
+        n = max(1, len(st["iterations"]))
+        out.append({"cpu_s": statistics.mean(i["cpu_s"] for i in its) if its else float("nan"),
+                    "sfb_rebuild_cpu_s": sum(r.get("rebuild_cpu_s", 0.0) for r in st.get("sfb_layers", [])) / n,
+                    "sfb_step_cpu_s": sum(r.get("step_cpu_s", 0.0) for r in st.get("sfb_layers", [])) / n,
+                    "compute_s": statistics.mean(i["compute_s"] for i in _later(st)),
+                    "wait_params_s": statistics.mean(i["wait_params_s"] for i in _later(st)),
+                    "clock_s": statistics.mean(i["clock_s"] for i in _later(st))})
+    return out
 
 
 def main(argv=None):
@@ -134,6 +168,8 @@ def main(argv=None):
     ap.add_argument("--modes", default="off,on,auto")
     ap.add_argument("--port", type=int, default=7300)
     ap.add_argument("--deadline", type=float, default=120.0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="compute threads per client (OPENBLAS_NUM_THREADS, POSEIDON_NUM_THREADS)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     try:
@@ -150,20 +186,27 @@ def main(argv=None):
         try:
             with NetnsCluster(a.clients, rate=a.rate) as cl:
                 for mode in a.modes.split(","):
-                    m_short, _, _ = run_once(cl, short, str(tmp / f"{mode}_short"), a.clients, mode, a.port, a.deadline)
+                    m_short, _, _ = run_once(cl, short, str(tmp / f"{mode}_short"), a.clients, mode, a.port, a.deadline,
+                                           a.threads)
                     m_long, stats, wall = run_once(cl, long, str(tmp / f"{mode}_long"), a.clients, mode, a.port,
-                                                   a.deadline)
+                                                   a.deadline, a.threads)
                     per_node = [(l - s) / a.iters for l, s in zip(m_long, m_short)]
                     model, rows = model_bytes(a.batch, a.width, hidden, a.classes, a.clients, mode)
                     decisions = [(d["layer"], d["scheme"]) for d in stats[0]["sfb_decisions"]]
+                    cpu = cpu_breakdown(stats)
                     results.append({"mode": mode, "iteration_s": iteration_time(stats), "wall_s": wall,
+                                    "cpu_per_client": cpu,
+                                    "cpu_s_per_iter_all_clients": sum(c["cpu_s"] for c in cpu),
                                     "measured_bytes_per_node_iter": statistics.mean(per_node),
                                     "measured_bytes_per_node_iter_each": per_node,
                                     "model_bytes_per_node_iter": model, "model_layers": rows,
                                     "decisions": decisions,
                                     "app_sfb_layers": stats[0].get("sfb_layers", [])})
                     r = results[-1]
-                    print(f"  --svb {mode}: {r['iteration_s']:.3f} s/iter, measured "
+                    per_client = " ".join(f"{c['cpu_s']:.2f}" for c in cpu)
+                    print(f"  --svb {mode}: {r['iteration_s']:.3f} s/iter, CPU "
+                          f"{per_client} s/iter per client (SFB rebuild "
+                          f"{cpu[0]['sfb_rebuild_cpu_s']:.3f}, step {cpu[0]['sfb_step_cpu_s']:.3f} on client 0), measured "
                           f"{r['measured_bytes_per_node_iter'] / 1e6:.1f} MB/node/iter, model "
                           f"{model / 1e6:.1f} MB ({decisions})", flush=True)
         except NetnsUnavailable as e:
@@ -172,17 +215,26 @@ def main(argv=None):
     base = next((r for r in results if r["mode"] == "off"), None)
     print(f"\n{a.clients} clients, links {a.rate}, fc {a.width} -> {hidden} -> {a.classes}, batch {a.batch}, "
           f"{a.iters} iterations measured")
+    cores = os.cpu_count() or 1
+    link_bps = parse_rate(a.rate) / 8
     print(f"{'--svb':<6} {'choices':<28} {'s/iter':>8} {'speed-up':>9} {'MB/node/iter':>13} "
-          f"{'model MB':>9} {'meas/model':>10}")
+          f"{'model MB':>9} {'meas/model':>10} {'CPU s/iter':>10} {'CPU bound':>9} {'link bound':>10}")
     for r in results:
         choices = ",".join(f"{l}:{s}" for l, s in r["decisions"])
         speed = (base["iteration_s"] / r["iteration_s"]) if base else float("nan")
         r["speedup_vs_off"] = speed
         ratio = r["measured_bytes_per_node_iter"] / r["model_bytes_per_node_iter"]
         r["measured_over_model"] = ratio
+        # lower bounds on this machine: all clients' CPU over its cores; each node's bytes split
+        # evenly over the two directions of its full-duplex link
+        r["cpu_bound_s"] = r["cpu_s_per_iter_all_clients"] / cores
+        r["link_bound_s"] = r["measured_bytes_per_node_iter"] / 2 / link_bps
         print(f"{r['mode']:<6} {choices:<28} {r['iteration_s']:>8.3f} {speed:>8.2f}x "
               f"{r['measured_bytes_per_node_iter'] / 1e6:>13.2f} {r['model_bytes_per_node_iter'] / 1e6:>9.2f} "
-              f"{ratio:>10.3f}")
+              f"{ratio:>10.3f} {r['cpu_s_per_iter_all_clients']:>10.2f} {r['cpu_bound_s']:>9.2f} "
+              f"{r['link_bound_s']:>10.2f}")
+    print(f"CPU s/iter: summed over the {a.clients} client processes; CPU bound = that / {cores} cores; "
+          f"link bound = MB/node/iter / 2 directions / {a.rate}")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"clients": a.clients, "rate": a.rate, "batch": a.batch, "width": a.width,
