@@ -269,7 +269,7 @@ def _job_id(hosts_path) -> str:
 def run_client(client_id: int, hosts, opts) -> int:
     """Run client ``client_id`` of ``hosts`` until training ends; returns an exit code."""
     from ..ps.client import PSClient
-    from ..ps.grpc_transport import GrpcTransport
+    from ..ps.transport import make_transport
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
 
@@ -313,9 +313,8 @@ def run_client(client_id: int, hosts, opts) -> int:
         {i: h.address for i, h in enumerate(hosts) if i != client_id}))
     server.add_generic_handlers([sfb_mod.grpc_handler(factors)])
     server.start()
-    # gRPC for now: with the TCP data plane (ps.transport.make_transport) an unreachable peer is
-    # reported before the start-up deadline (tests/distributed/test_cluster_errors.py)
-    transports = [GrpcTransport(h.address, i, job, channels=2) for i, h in enumerate(hosts)]
+    # Control over gRPC, tensors over the shard's plain-TCP data plane (ps/README.md)
+    transports = [make_transport(h.address, i, job) for i, h in enumerate(hosts)]
     client = PSClient(transports, job, worker_id=client_id, num_workers=n, params=solver.ps_layout(),
                       staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline)
     stats_path = os.path.join(run_dir, f"stats.client{client_id}.json")

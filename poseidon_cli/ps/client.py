@@ -114,13 +114,15 @@ class PSClient:
                     last_err[i] = str(e)
             if not pending:
                 break
-            if time.monotonic() + delay > t_end:
+            left = t_end - time.monotonic()
+            if left <= 0:
                 names = ", ".join(f"shard {i} at {tr.address} ({last_err.get(i, '?')})"
                                   for i, tr in pending.items())
                 raise ClusterError(f"worker {self.worker_id}: no answer within "
                                    f"{self.connect_timeout_s:.1f}s from {names}",
                                    "check the hosts file and that every host is started")
-            time.sleep(delay)
+            # keep trying until the deadline itself, not one backoff step short of it
+            time.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
         specs = [(s.name, s.shape, s.dtype) for s in self.layout.specs]
         args = (self.worker_id, self.job_id, self.protocol_version, self.num_workers, self.staleness,
