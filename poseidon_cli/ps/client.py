@@ -209,7 +209,14 @@ class PSClient:
         c = self.clock_value
         need = consistency.required_clock(c, self.staleness, min_clock)
         cached = self._cache.get(name)
-        if cached is not None and cached[1] >= need and self._known_min_clock >= c - self.staleness:
+        # The cache answers only when it already holds every update up to this clock (nothing
+        # fresher can exist). Otherwise ask the shard, which answers as soon as the staleness
+        # bound holds, with the freshest values it has: staleness is an upper bound on how old a
+        # read may be, not a reason to read old values when new ones are there (Bösen's SSPPush
+        # keeps client caches fresh the same way). Reading at the bound every time made stale
+        # runs diverge (digits with s=2 went to NaN).
+        if (cached is not None and cached[1] >= max(need, c)
+                and self._known_min_clock >= c - self.staleness):
             f = cf.Future()
             f.set_result(cached[0])
             return f
