@@ -77,6 +77,10 @@ class TcpDataServer:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept at once (Linux)
+        except OSError:
+            pass
         if self._thread is not None:
             self._thread.join(2 * _IDLE_POLL_S + 1)
         self._listener.close()
