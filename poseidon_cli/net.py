@@ -463,6 +463,10 @@ class Net:
             layer.reshape(self.bottom_vecs[li], self.top_vecs[li])
         for blob, w in self._loss_tops:
             blob.diff[...] = w
+        self._shaped_for = self._input_shapes()
+
+    def _input_shapes(self):
+        return tuple(self.blobs[n].shape for n in self.inputs)
 
     def forward_from_to(self, start=0, end=None) -> float:
         end = len(self.layers) - 1 if end is None else end
@@ -522,7 +526,9 @@ class Net:
                 blob.reshape(arr.shape)
                 reshape = True
             blob.data[...] = arr
-        if reshape:
+        # pycaffe lets a user reshape an input blob directly (net.blobs['data'].reshape(...)):
+        # Caffe reshapes every layer on each forward, we do it whenever an input shape moved.
+        if reshape or self._input_shapes() != getattr(self, "_shaped_for", None):
             self.reshape()
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self.layers) - 1)

@@ -455,3 +455,20 @@ def test_prototxt_path(tmp_path):
     f.write_text(MLP % "false")
     net = Net(str(f), "TEST")
     assert net.name == "mlp" and net.phase == TEST and net.inputs == ["data", "target"]
+
+
+def test_pycaffe_reshape_input_blob_then_forward():
+    """pycaffe's pattern: reshape the input blob directly, then forward (Caffe reshapes every layer
+    on each forward)."""
+    p = caffe_pb2.NetParameter()
+    text_format.Parse('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 4 dim: 3 } } } '
+             'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+             'inner_product_param { num_output: 2 weight_filler { type: "constant" value: 1 } } }', p)
+    net = Net(p, TEST)
+    net.blobs["x"].reshape(6, 3)
+    net.blobs["x"].data[...] = np.arange(18, dtype=np.float32).reshape(6, 3)
+    out = net.forward()
+    assert out["y"].shape == (6, 2)
+    np.testing.assert_allclose(out["y"][:, 0], np.arange(18).reshape(6, 3).sum(1))
+    out = net.forward(x=np.ones((1, 3), np.float32))
+    assert out["y"].shape == (1, 2) and np.allclose(out["y"], 3)
