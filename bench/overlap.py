@@ -20,7 +20,7 @@ layout:
   (c) ``poseidon train --hosts H --client-id K --no-overlap`` in each namespace;
   (d) the same with wait-free backprop (the default).
 
-(c)/(d) iteration time = the solver's own display lapse ("Iteration N (x iter/s, Ys/W iters)") of
+(c)/(d) iteration time = the solver's own display lapse ("Iteration N, x iter/s, Ys/W iters") of
 client 0, over the windows after the first (warm-up); the per-iteration split compute / waiting for
 parameters / clock comes from ``<run dir>/stats.client<k>.json``. Reported: mean iteration times,
 overlapped / max(compute, communication) (target <= 1.15) and the speedup of (d) over (c).
@@ -211,7 +211,7 @@ def run_comm(cl, solver, hosts, iters, workdir, env, timeout):
     return [json.loads(o.read_text())["iteration_s"] for o in outs]
 
 
-LAPSE = re.compile(r"Iteration (\d+) \(([-0-9.e+]+) iter/s, ([-0-9.e+]+)s/(\d+) iters\)")
+LAPSE = re.compile(r"Iteration (\d+), ([-0-9.e+]+) iter/s, ([-0-9.e+]+)s/(\d+) iters")
 
 
 def run_train(cl, solver, hosts, overlap, workdir, env, timeout):

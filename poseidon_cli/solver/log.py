@@ -3,7 +3,9 @@
 Every line is ``IMMDD HH:MM:SS.micro PID file.py:LINE] message`` (exactly four tokens before the
 message: ``parse_log.sh`` reads awk fields by position, ``extract_seconds.py`` reads the time).
 Numbers are printed like C++ ``ostream`` defaults (6 significant digits, ``%g``), so
-``Iteration 100 (12.3 iter/s, 8.1s/100 iters), loss = 0.693147`` looks as in Caffe.
+``Iteration 100, loss = 0.693147`` looks as in Caffe (the older form, the one ``parse_log.sh``
+reads by field position; the speed follows on its own line ``Iteration 100, 12.3 iter/s,
+8.1s/100 iters``).
 
 ``TrainLog(streams)`` writes to every stream in ``streams`` (e.g. stderr and the run's log file).
 When one of them is a terminal, :meth:`TrainLog.progress` keeps a one-line progress indicator

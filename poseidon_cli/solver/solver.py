@@ -283,8 +283,11 @@ class Solver:
             if display:
                 lapse = time.time() - timer
                 per_s = (self.iter - iterations_last) / (lapse if lapse else 1)
-                self.log.info(f"Iteration {self.iter} ({fmt(per_s)} iter/s, {fmt(lapse)}s/"
-                              f"{p.display} iters), loss = {fmt(self.smoothed_loss)}")
+                # The contract's (and parse_log.sh's) form: "Iteration N, loss = X", awk field 9
+                # is the loss. The speed goes on a line of its own so it cannot shift fields.
+                self.log.info(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
+                self.log.info(f"Iteration {self.iter}, {fmt(per_s)} iter/s, {fmt(lapse)}s/"
+                              f"{p.display} iters")
                 timer, iterations_last = time.time(), self.iter
                 self._display_outputs()
             for cb in self.callbacks:

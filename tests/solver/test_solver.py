@@ -195,7 +195,9 @@ def test_average_loss_window(kit, ls_data):
     orig = s.forward_backward
     s.forward_backward = lambda: per_iter.append(orig()) or per_iter[-1]
     s.step(5)
-    displayed = [float(m.group(1)) for m in (re.search(r"\), loss = (\S+)", l) for l in q.lines()) if m]
+    # step() (not solve()) logs exactly one "Iteration N, loss = X" line per displayed iteration
+    displayed = [float(m.group(1)) for m in (re.search(r"\] Iteration \d+, loss = (\S+)$", l)
+                                             for l in q.lines()) if m]
     want = [np.mean(per_iter[max(0, i - 2):i + 1]) for i in range(5)]
     np.testing.assert_allclose(displayed, want, rtol=1e-5)
 
@@ -209,8 +211,12 @@ def test_log_lines_parse_like_caffe(kit, ls_data):
     assert all(prefix.match(l) for l in lines)
     body = [prefix.sub("", l) for l in lines]
     assert body.index("Solving least_squares") < body.index("Learning Rate Policy: fixed")
-    assert re.fullmatch(r"Iteration 0 \(\S+ iter/s, \S+s/1 iters\), loss = \S+", body[body.index(
-        "Learning Rate Policy: fixed") + 1])
+    first = body.index("Learning Rate Policy: fixed") + 1
+    assert re.fullmatch(r"Iteration 0, loss = \S+", body[first])
+    assert re.fullmatch(r"Iteration 0, \S+ iter/s, \S+s/1 iters", body[first + 1])
+    # parse_log.sh: awk field 9 of a ", loss = " line (4 prefix tokens) is the loss
+    loss_line = next(l for l in lines if ", loss = " in l)
+    assert loss_line.split()[8] == body[first].split()[-1]
     out = [l for l in body if "Train net output #0" in l]
     assert len(out) == 2 and re.fullmatch(r"    Train net output #0: loss = (\S+) \(\* 1 = \1 loss\)", out[0])
     assert body[-1] == "Optimization Done." and body[-2].startswith("Iteration 2, loss = ")
