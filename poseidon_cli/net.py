@@ -257,6 +257,7 @@ class Net:
         self.force_backward = param.force_backward
         self._before_forward = []
         self._after_backward = []
+        self.params_without_diff = frozenset()
         self._build()
         if weights:
             self.copy_from(weights)
@@ -501,8 +502,13 @@ class Net:
         return loss
 
     def clear_param_diffs(self):
-        for blob in self.learnable_params:
-            blob.diff[...] = 0
+        """Zero the learnable params' diffs, except those in ``params_without_diff`` (indices of
+        params whose gradient is formed outside the net, e.g. by sufficient-factor broadcasting:
+        their diff is never written, so zeroing it is memory traffic for nothing)."""
+        skip = self.params_without_diff
+        for k, blob in enumerate(self.learnable_params):
+            if k not in skip:
+                blob.diff[...] = 0
 
     def _layer_index(self, name, default):
         if name is None:
