@@ -194,3 +194,33 @@ def test_pull_deadline_and_lost_worker_name_the_worker():
         st.stop()  # fail any wait still parked so no thread outlives the test
     for c in clients:
         c.close()
+
+
+def test_stale_reads_still_return_the_freshest_values_the_shard_has():
+    """Staleness is an upper bound on how old a read may be: with s=2 and workers in lockstep, a
+    pull after clock t returns every update of clocks < t (not the cached value from 2 clocks
+    ago, which the bound would also allow)."""
+    P, S, s, T, lr = 2, 2, 2, 4, 0.5
+    stores, clients = cluster(P, S, s, lambda: SGDUpdater(lr))
+    init = {n: np.zeros(shape, np.float32) for n, shape in PARAMS}
+    barrier = threading.Barrier(P)
+    seen = {w: [] for w in range(P)}
+
+    def body(c):
+        c.connect()
+        if c.worker_id == 0:
+            c.init_params(init)
+        c.barrier()
+        for t in range(T):
+            seen[c.worker_id].append(c.pull("fc.1").result().copy())
+            c.push("fc.1", np.ones(10, np.float32))  # every other param gets a zero gradient
+            c.clock()
+            c.flush()
+            barrier.wait()  # lockstep: both workers' clock-t updates are in before anyone reads
+        c.finish()
+
+    run_workers(clients, body)
+    for w in range(P):
+        for t, vals in enumerate(seen[w]):
+            # after t clocks of mean gradient 1 at lr 0.5: -0.5 * t, i.e. nothing stale
+            np.testing.assert_allclose(vals, -lr * t, err_msg=f"worker {w} at clock {t}")
