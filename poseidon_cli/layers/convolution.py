@@ -125,6 +125,32 @@ class _ConvBase(Layer):
     def _kw(self):
         return dict(stride=self.stride, pad=self.pad, dilation=self.dilation, group=self.group)
 
+    # Convolution and Deconvolution differ only in the op pair and the shapes above.
+    _forward_op = staticmethod(conv_ops.conv2d_forward)
+    _backward_op = staticmethod(conv_ops.conv2d_backward)
+
+    def forward(self, bottom, top):
+        w = self.blobs[0].data
+        b = self.blobs[1].data if self.bias_term else None
+        for bt, tp in zip(bottom, top):
+            _store(tp, self._forward_op(bt.data, w, b, **self._kw()))
+
+    def backward(self, top, propagate_down, bottom):
+        w = self.blobs[0].data
+        need_dw = self.param_propagate_down[0]
+        need_db = self.bias_term and self.param_propagate_down[1]
+        for i, (bt, tp) in enumerate(zip(bottom, top)):
+            if not (need_dw or need_db or propagate_down[i]):
+                continue
+            dx, dw, db = self._backward_op(bt.data, w, tp.diff, need_dx=propagate_down[i],
+                                           need_dw=need_dw, need_db=need_db, **self._kw())
+            if dw is not None:
+                self.blobs[0].diff += dw
+            if db is not None:
+                self.blobs[1].diff += db
+            if dx is not None:
+                bt.diff[...] = dx
+
 
 @register("Convolution")
 class ConvolutionLayer(_ConvBase):
@@ -142,24 +168,3 @@ class ConvolutionLayer(_ConvBase):
             out.append((size + 2 * pd - k_eff) // s + 1)
         return tuple(out)
 
-    def forward(self, bottom, top):
-        w = self.blobs[0].data
-        b = self.blobs[1].data if self.bias_term else None
-        for bt, tp in zip(bottom, top):
-            _store(tp, conv_ops.conv2d_forward(bt.data, w, b, **self._kw()))
-
-    def backward(self, top, propagate_down, bottom):
-        w = self.blobs[0].data
-        need_dw = self.param_propagate_down[0]
-        need_db = self.bias_term and self.param_propagate_down[1]
-        for i, (bt, tp) in enumerate(zip(bottom, top)):
-            if not (need_dw or need_db or propagate_down[i]):
-                continue
-            dx, dw, db = conv_ops.conv2d_backward(bt.data, w, tp.diff, need_dx=propagate_down[i],
-                                                  need_dw=need_dw, need_db=need_db, **self._kw())
-            if dw is not None:
-                self.blobs[0].diff += dw
-            if db is not None:
-                self.blobs[1].diff += db
-            if dx is not None:
-                bt.diff[...] = dx

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..ops import conv as conv_ops
 from . import register
-from .convolution import _ConvBase, _store
+from .convolution import _ConvBase
 
 
 @register("Deconvolution")
@@ -29,25 +29,5 @@ class DeconvolutionLayer(_ConvBase):
             out.append(o)
         return tuple(out)
 
-    def forward(self, bottom, top):
-        w = self.blobs[0].data
-        b = self.blobs[1].data if self.bias_term else None
-        for bt, tp in zip(bottom, top):
-            _store(tp, conv_ops.deconv2d_forward(bt.data, w, b, **self._kw()))
-
-    def backward(self, top, propagate_down, bottom):
-        w = self.blobs[0].data
-        need_dw = self.param_propagate_down[0]
-        need_db = self.bias_term and self.param_propagate_down[1]
-        for i, (bt, tp) in enumerate(zip(bottom, top)):
-            if not (need_dw or need_db or propagate_down[i]):
-                continue
-            dx, dw, db = conv_ops.deconv2d_backward(bt.data, w, tp.diff,
-                                                    need_dx=propagate_down[i], need_dw=need_dw,
-                                                    need_db=need_db, **self._kw())
-            if dw is not None:
-                self.blobs[0].diff += dw
-            if db is not None:
-                self.blobs[1].diff += db
-            if dx is not None:
-                bt.diff[...] = dx
+    _forward_op = staticmethod(conv_ops.deconv2d_forward)
+    _backward_op = staticmethod(conv_ops.deconv2d_backward)
