@@ -75,6 +75,9 @@ def _device_options(fn):
 @click.option("--sighup-effect", type=click.Choice(["stop", "snapshot", "none"]), default="snapshot", show_default=True)
 @click.option("--no-overlap", is_flag=True, help="Communicate after the whole backward (for comparison).")
 @click.option("--deadline", type=float, default=None, help="Seconds any blocking wait may take before failing (distributed).")
+@click.option("--workers-per-client", type=int, default=None,
+              help="Worker processes per hosts-file line (default: one per --gpu id, else 1).")
+@click.option("--worker-index", type=int, default=None, hidden=True)
 @user_errors
 def train(**opts):
     """Train (or fine-tune, or resume) a net described by a solver prototxt."""

@@ -22,7 +22,7 @@ from .hosts import all_loopback, discover_client_id, parse_hosts, run_dir_name
 _FORWARD = {
     "staleness": "--staleness", "svb": "--svb", "gpu": "--gpu", "snapshot": "--snapshot",
     "weights": "--weights", "sigint_effect": "--sigint-effect", "sighup_effect": "--sighup-effect",
-    "deadline": "--deadline",
+    "deadline": "--deadline", "workers_per_client": "--workers-per-client",
 }
 
 
@@ -41,9 +41,22 @@ def resolve_run_dir(opts, num_clients: int) -> str:
     elif solver.HasField("net_param") or solver.HasField("train_net_param"):
         name = (solver.net_param.name or solver.train_net_param.name) or name
     staleness = opts.get("staleness") or 0
-    gpus = [g for g in (opts.get("gpu") or "").split(",") if g.strip()]
     base = opts.get("output_dir") or os.path.dirname(os.path.abspath(opts["solver"]))
-    return os.path.join(base, run_dir_name(name, staleness, num_clients, max(1, len(gpus))))
+    return os.path.join(base, run_dir_name(name, staleness, num_clients, workers_per_client(opts)))
+
+
+def workers_per_client(opts) -> int:
+    """T: ``--workers-per-client``, else one worker per ``--gpu`` id, else 1."""
+    gpus = [g for g in (opts.get("gpu") or "").split(",") if g.strip()]
+    t = opts.get("workers_per_client")
+    if t is None:
+        return max(1, len(gpus))
+    if t < 1:
+        raise ClusterError(f"--workers-per-client must be >= 1, got {t}")
+    if len(gpus) > 1 and t != len(gpus):
+        raise ClusterError(f"--workers-per-client {t} but {len(gpus)} GPU ids in --gpu {opts.get('gpu')}",
+                           "give one GPU id per worker")
+    return t
 
 
 def train_distributed(**opts) -> int:

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -264,6 +265,7 @@ def run_client(client_id: int, hosts, opts) -> int:
     from ..ps.transport import make_transport
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
+    from .launch import workers_per_client
 
     n = len(hosts)
     me = hosts[client_id]
@@ -272,18 +274,28 @@ def run_client(client_id: int, hosts, opts) -> int:
     if staleness < 0:
         raise ClusterError(f"--staleness must be >= 0, got {staleness}")
     gpus = [g for g in (opts.get("gpu") or "").split(",") if g.strip()]
-    if len(gpus) > 1:
-        raise ClusterError("one worker per client for now: give at most one GPU id with --hosts",
-                           "run one client per GPU (one hosts-file line each)")
-    xp = backend.use_gpu(int(gpus[0])) if gpus and not opts.get("cpu") else backend.use_cpu()
+    T = workers_per_client(opts)
+    t = int(opts.get("worker_index") or 0)
+    if not 0 <= t < T:
+        raise ClusterError(f"--worker-index {t} is not in 0..{T - 1}")
+    gpu = gpus[t] if len(gpus) > 1 else (gpus[0] if gpus else None)
+    xp = backend.use_gpu(int(gpu)) if gpu is not None and not opts.get("cpu") else backend.use_cpu()
     param = config.load_solver_param(opts["solver"])
     run_dir = opts.get("output_dir") or os.path.dirname(os.path.abspath(opts["solver"]))
     os.makedirs(run_dir, exist_ok=True)
     log = TrainLog(streams=[sys.stdout])
-    context = RunContext(client_id=client_id, num_clients=n)
+    # T workers per client (one per GPU): worker t of client k is PS worker k*T + t; worker 0 of
+    # each client also serves that client's shard and starts the client's other workers.
+    context = RunContext(client_id=client_id, num_clients=n, worker_id=t, workers_per_client=T)
+    rank, world = context.rank, context.world_size
     netoutputs = os.path.join(run_dir, f"{param.net and os.path.splitext(os.path.basename(param.net))[0] or 'net'}.netoutputs") \
-        if client_id == 0 else None
+        if rank == 0 else None
     svb = opts.get("svb") or "auto"
+    if T > 1 and svb != "off":
+        # factors travel between clients' ports; several workers per client share one port
+        log.info(f"--svb {svb} needs one worker per client; using the parameter server for every layer")
+        svb = "off"
+    helpers = _start_client_workers(opts, client_id, T, run_dir) if T > 1 and t == 0 else []
     solver = DistributedSolver(param, solver_path=opts["solver"], context=context, xp=xp, log=log,
                                netoutputs_path=netoutputs, overlap=not opts.get("no_overlap"),
                                deadline_s=deadline, svb=svb, num_shards=n)
@@ -291,53 +303,99 @@ def run_client(client_id: int, hosts, opts) -> int:
         solver.copy_weights(opts["weights"])
     if opts.get("snapshot"):
         solver.restore(opts["snapshot"])
-    log.info(f"client {client_id} of {n}: shard at {me.address}, staleness {staleness}, "
+    log.info(f"client {client_id} of {n}" + (f", worker {t} of {T}" if T > 1 else "") +
+             f": shard at {me.address}, staleness {staleness}, "
              f"{'wait-free backprop' if not opts.get('no_overlap') else 'no overlap'}")
-    if client_id == 0:
+    if rank == 0:
         for line in solver.decision_table():
             log.info(line)
 
     job = _job_id(opts["hosts"])
-    store = ShardStore(client_id, n, job, SolverUpdater(param, solver.multipliers(), solver.iter),
-                       deadline_s=deadline, heartbeat_timeout_s=min(deadline, 15.0))
-    server = ShardServer(store, host=me.ip, port=me.port)
-    factors = solver.setup_sfb(job, sfb_mod.GrpcFactorTransport(
-        {i: h.address for i, h in enumerate(hosts) if i != client_id}))
-    server.add_generic_handlers([sfb_mod.grpc_handler(factors)])
-    server.start()
+    server = factors = None
+    if t == 0:
+        store = ShardStore(client_id, n, job, SolverUpdater(param, solver.multipliers(), solver.iter),
+                           deadline_s=deadline, heartbeat_timeout_s=min(deadline, 15.0))
+        server = ShardServer(store, host=me.ip, port=me.port)
+        if T == 1:
+            factors = solver.setup_sfb(job, sfb_mod.GrpcFactorTransport(
+                {i: h.address for i, h in enumerate(hosts) if i != client_id}))
+            server.add_generic_handlers([sfb_mod.grpc_handler(factors)])
+        server.start()
     # Control over gRPC, tensors over the shard's plain-TCP data plane (ps/README.md)
     transports = [make_transport(h.address, i, job) for i, h in enumerate(hosts)]
-    client = PSClient(transports, job, worker_id=client_id, num_workers=n, params=solver.ps_layout(),
+    client = PSClient(transports, job, worker_id=rank, num_workers=world, params=solver.ps_layout(),
                       staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline)
-    stats_path = os.path.join(run_dir, f"stats.client{client_id}.json")
+    stats_path = os.path.join(run_dir, f"stats.client{client_id}.json" if T == 1 else
+                              f"stats.client{client_id}.worker{t}.json")
     t_start = time.time()
     try:
         client.connect()
         solver.attach(client)
-        if client_id == 0:
+        if rank == 0:
             solver.publish_initial_state()
         client.barrier()
-        if client_id != 0:
+        if rank != 0:
             solver.install_initial_state()
         solver.wfbp.request_pulls()
         solver.solve()
         solver.wfbp.wait_all()
-        factors.flush()  # every peer has our last factors before anyone leaves
+        if factors is not None:
+            factors.flush()  # every peer has our last factors before anyone leaves
         client.finish()
+        _wait_client_workers(helpers, client_id, deadline)
     except ClusterError as exc:
         client.close()
-        lost = _lost_client(str(exc), hosts, client_id)
-        raise ClusterError(f"client {client_id}: {exc.one_line()}" +
+        lost = _lost_client(str(exc), hosts, client_id) if T == 1 else None
+        raise ClusterError(f"client {client_id}" + (f" worker {t}" if T > 1 else "") + f": {exc.one_line()}" +
                            (f" -> client {lost} ({hosts[lost].address}) is gone" if lost is not None else ""),
                            "the last snapshot stays valid; restart the cluster with --snapshot") from None
     except PoseidonError:
         client.close()
         raise
     finally:
+        _stop_client_workers(helpers)
         _write_stats(stats_path, solver, client_id, n, staleness, time.time() - t_start)
-        server.stop(grace=1.0)
-        factors.close()
+        if server is not None:
+            server.stop(grace=1.0)
+        if factors is not None:
+            factors.close()
     return 0
+
+
+def _start_client_workers(opts, client_id, T, run_dir):
+    """Worker 0 of a client starts workers 1..T-1 of the same client as child processes (their
+    output in ``<run dir>/client_<k>.worker_<t>.log``)."""
+    from .launch import child_argv
+    procs = []
+    for t in range(1, T):
+        argv = child_argv(opts, client_id, run_dir) + ["--worker-index", str(t)]
+        log = open(os.path.join(run_dir, f"client_{client_id}.worker_{t}.log"), "wb")
+        procs.append((t, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
+    return procs
+
+
+def _wait_client_workers(procs, client_id, deadline):
+    for t, p, _ in procs:
+        try:
+            rc = p.wait(timeout=deadline + 30)
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"worker {t} of client {client_id} did not finish within "
+                               f"{deadline + 30:.0f}s after training ended") from None
+        if rc != 0:
+            raise ClusterError(f"worker {t} of client {client_id} exited with code {rc}",
+                               f"see client_{client_id}.worker_{t}.log in the run folder")
+
+
+def _stop_client_workers(procs):
+    for _, p, log in procs:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
 
 
 def _lost_client(message: str, hosts, me: int):

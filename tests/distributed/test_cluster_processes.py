@@ -100,3 +100,24 @@ def test_killed_client_stops_the_others_naming_it(tmp_path):
         assert "Traceback" not in err
     assert elapsed < deadline + 25
     assert all(p.poll() is not None for p in procs)
+
+
+def test_two_workers_per_client_match_single_node(tmp_path):
+    """2 clients x 2 worker processes (as with --gpu 0,1) = 4 PS workers of batch 4 follow one
+    node of batch 16; worker 1 of each client runs in its own process with its own log."""
+    paths = make_digits(tmp_path)
+    single = write_job(tmp_path / "single", paths, batch=16)
+    dist = write_job(tmp_path / "dist", paths, batch=4)
+    Solver(config.load_solver_param(single), solver_path=single, log=TrainLog(streams=[])).solve()
+    hosts = write_hosts(tmp_path / "hosts.txt", 2)
+    r = poseidon("train", "--solver", dist, "--hosts", str(hosts), "--workers-per-client", "2",
+                 "--deadline", "60", timeout=300)
+    run_dir = tmp_path / "dist" / "tiny.S0.M2.T2"
+    logs = {p.name: p.read_text()[-1500:] for p in run_dir.glob("*.log")} if run_dir.exists() else {}
+    assert r.returncode == 0, r.stderr[-3000:] + str(logs)
+    ref = read_caffemodel(tmp_path / "single/snap/tiny_iter_20.caffemodel")
+    got = read_caffemodel(tmp_path / "dist/snap/tiny_iter_20.caffemodel")
+    for k in ref:
+        assert rel_diff(got[k], ref[k]) < 1e-4, k
+    assert (run_dir / "client_0.worker_1.log").exists() and (run_dir / "client_1.worker_1.log").exists()
+    assert (run_dir / "stats.client1.worker1.json").exists()
