@@ -145,6 +145,16 @@ def _forward(x, w, b, g):
     return y
 
 
+def _padded_input_and_colbuf(xp, g, xs, nb):
+    """The zero-padded input in the layout the column builder reads (NCHW for Caffe's channel-major
+    columns, NHWC otherwise) and a column buffer for ``nb`` images (forward and weight gradient)."""
+    if g.cmajor:
+        return (padded_nchw(xs, g.ph, g.pw),
+                xp.empty((g.Cg, g.kh, g.kw, nb, g.Ho, g.Wo), dtype=xs.dtype))
+    return (padded_nhwc(xs, g.ph, g.pw),
+            xp.empty((nb, g.Ho, g.Wo, g.kh, g.kw, g.Cg), dtype=xs.dtype))
+
+
 def _forward_range(x, wmats, bias, g, n0, n1, y3):
     """Forward of images ``n0:n1`` into ``y3[n0:n1]`` (``(N, O, Ho*Wo)``), in cache-sized chunks
     with buffers of its own (one call per thread)."""
@@ -154,23 +164,18 @@ def _forward_range(x, wmats, bias, g, n0, n1, y3):
     N = n1 - n0
     nb = _chunk(xp, g, x.dtype.itemsize, N)
     gemm_out = xp.empty((g.Og, nb * Ho * Wo), dtype=x.dtype)
-    if g.cmajor:
-        xpad = padded_nchw(xs, g.ph, g.pw)
-        colbuf = xp.empty((g.Cg, g.kh, g.kw, nb, Ho, Wo), dtype=x.dtype)
-    else:
-        xh = padded_nhwc(xs, g.ph, g.pw)
-        colbuf = xp.empty((nb, Ho, Wo, g.kh, g.kw, g.Cg), dtype=x.dtype)
+    src, colbuf = _padded_input_and_colbuf(xp, g, xs, nb)
     for gi in range(g.g):
         os_ = slice(gi * g.Og, (gi + 1) * g.Og)
         if not g.cmajor:
-            view = patch_view_nhwc(xh[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
+            view = patch_view_nhwc(src[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw)
         for a in range(0, N, nb):
             e = min(N, a + nb)
             m = e - a
             out = gemm_out[:, :m * Ho * Wo]
             if g.cmajor:
-                cols = cols_cmajor(xpad, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
+                cols = cols_cmajor(src, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(wmats[gi], cols.reshape(g.K, -1), out=out)
             else:
@@ -249,16 +254,11 @@ def _backward_weight_range(x, dy3, g, n0, n1, want_db):
     db = xp.zeros((g.O,), dtype=x.dtype) if want_db else None
     tmp = xp.empty((g.Og, g.K), dtype=x.dtype)
     dyc_buf = xp.empty((g.Og, nb, Ho * Wo), dtype=x.dtype)
-    if g.cmajor:
-        xpad = padded_nchw(xs, g.ph, g.pw)
-        colbuf = xp.empty((g.Cg, g.kh, g.kw, nb, Ho, Wo), dtype=x.dtype)
-    else:
-        xh = padded_nhwc(xs, g.ph, g.pw)
-        colbuf = xp.empty((nb, Ho, Wo, g.kh, g.kw, g.Cg), dtype=x.dtype)
+    src, colbuf = _padded_input_and_colbuf(xp, g, xs, nb)
     for gi in range(g.g):
         os_ = slice(gi * g.Og, (gi + 1) * g.Og)
         if not g.cmajor:
-            view = patch_view_nhwc(xh[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
+            view = patch_view_nhwc(src[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw)
         for a in range(0, N, nb):
             e = min(N, a + nb)
@@ -269,7 +269,7 @@ def _backward_weight_range(x, dy3, g, n0, n1, want_db):
             if want_db:   # the bias gradient from the chunk already in cache
                 db[os_] += dyc.sum(axis=1)
             if g.cmajor:
-                cols = cols_cmajor(xpad, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
+                cols = cols_cmajor(src, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(dyc, cols.reshape(g.K, -1).T, out=tmp)
             else:
