@@ -2,7 +2,8 @@
 
 Layers are those of LeNet (batch 64) and CIFAR-10 quick (batch 100). First convolutions skip the
 input gradient (as a net would: the data layer needs none). Times are the median over repetitions,
-ours and torch's interleaved, so drift on a shared machine hits both alike; compare ratios. Both
+ours and torch's in alternating blocks (``pairing.py``), so drift on a shared machine hits both
+alike; compare ratios. Both
 engines run ``--threads`` threads (torch.set_num_threads and our ``ops.threads`` pool).
 ``--clock cpu`` times the calling thread's CPU time instead of wall time: with ``--threads 1`` that
 is insensitive to other load on the machine (not meaningful with more threads).
@@ -23,6 +24,8 @@ import numpy as np
 from poseidon_cli.ops import conv as cv
 from poseidon_cli.ops import pooling as pl
 from poseidon_cli.ops import threads
+
+from pairing import blocked_medians  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # name: ("conv", N, C, H, O, k, pad, need_dx) or ("pool", N, C, H, mode, k, stride)
 LAYERS = {
@@ -117,14 +120,12 @@ def main(argv=None):
     for name, spec in LAYERS.items():
         ours = _ours(spec, rng)
         theirs = _torch(spec, rng, torch) if torch is not None else None
-        ours()
         if theirs:
-            theirs()
-        t_ours, t_torch = [], []
-        for _ in range(args.reps):
-            t_ours.append(_time(ours))
-            if theirs:
-                t_torch.append(_time(theirs))
+            a, b = blocked_medians(ours, theirs, args.reps, clock=_CLOCK)
+            t_ours, t_torch = [a * 1e3], [b * 1e3]
+        else:
+            ours()
+            t_ours, t_torch = [_time(ours) for _ in range(args.reps)], []
         rows.append({"layer": name, "ours_ms": float(np.median(t_ours)),
                      "torch_ms": float(np.median(t_torch)) if t_torch else None})
     print(f"{'layer':<20} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}   (fwd+bwd, median of "

@@ -6,7 +6,9 @@ also AlexNet (batch 128). The PyTorch twin is built layer by layer from the same
 (Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, cross-entropy) and given our
 initial weights. Both run the same thread count (``torch.set_num_threads`` and our
 ``ops.threads`` pool; ``--threads 1,2`` runs each count in turn). Times are the median over
-interleaved repetitions (drift on a shared machine hits both alike; compare ratios from one run).
+repetitions taken in alternating blocks (``pairing.py``: drift on a shared machine hits both
+alike, and neither engine is timed while the other's OpenMP threads still spin; compare ratios
+from one run).
 Also prints our per-layer forward/backward medians, so the report says where the time goes.
 
 Usage: python bench/engine.py [--reps 9] [--threads 2] [--out bench/results/engine.json]
@@ -27,6 +29,8 @@ from poseidon_cli.layers.base import TRAIN
 from poseidon_cli.net import Net
 from poseidon_cli.ops import threads
 from poseidon_cli.timing import fill_inputs, substitute_data_layers
+
+from pairing import blocked_medians  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONF = (ROOT / ".." / "shared" / "conformance").resolve()
@@ -116,17 +120,8 @@ def ours_step(net):
 
 
 def bench_pair(fa, fb, reps):
-    """Medians of interleaved timings of two callables (seconds)."""
-    fa(), fb()   # warm up
-    ta, tb = [], []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fa()
-        ta.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        fb()
-        tb.append(time.perf_counter() - t)
-    return float(np.median(ta)), float(np.median(tb))
+    """Medians of two callables timed in alternating blocks (seconds); see ``pairing``."""
+    return blocked_medians(fa, fb, reps)
 
 
 def layer_profile(net, reps):
