@@ -12,17 +12,26 @@
 
 Vectorised as a kh*kw loop over window offsets, each one contiguous run in a polyphase layout of
 the padded input (``_Phases``), with no masked copies (see ``_max_forward``); on the CPU the batch
-is split over the ``ops.threads`` pool.
+is split over the ``ops.threads`` pool and each thread's slice is walked in cache-sized chunks of
+images (``_CHUNK_BYTES``), so the ~4*kh*kw passes over the phase planes of a chunk hit cache
+instead of streaming the whole slice from memory each time.
 """
 from __future__ import annotations
 
 import math
+
+import numpy
 
 from ..backend import get_array_module
 from . import threads
 
 MAX = "MAX"
 AVE = "AVE"
+
+# Input bytes per CPU chunk. Measured on CIFAR-10 quick's 3x3/2 max pooling (100x32x32x32, one
+# thread): forward+backward 20-25 ms with 1-2 MB chunks, 45-70 ms with the whole batch at once,
+# 35-60 ms with 128 KB chunks (per-call overhead of many small ufunc calls).
+_CHUNK_BYTES = 1 << 20
 
 
 def _pair(v, name):
@@ -103,8 +112,21 @@ def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
     else:
         div = _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, x.dtype)
         run = lambda n0, n1: _ave_forward(x[n0:n1], geo, div, y[n0:n1])
-    threads.parallel_for(N, run, xp, cost=x.nbytes)
+    threads.parallel_for(N, _chunked(run, xp, x.nbytes // max(N, 1)), xp, cost=x.nbytes)
     return y, mask
+
+
+def _chunked(run, xp, bytes_per_image):
+    """``run(n0, n1)`` applied to consecutive cache-sized pieces of ``n0:n1`` (CPU only; one
+    accelerator call covers the whole range)."""
+    if xp is not numpy:
+        return run
+    step = max(1, _CHUNK_BYTES // max(1, bytes_per_image))
+
+    def chunked(n0, n1):
+        for a in range(n0, n1, step):
+            run(a, min(n1, a + step))
+    return chunked
 
 
 class _Phases:
@@ -276,7 +298,7 @@ def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_p
             _max_backward(dy[n0:n1], mask[n0:n1], base, geo, dx[n0:n1])
         else:
             _ave_backward(dy[n0:n1], div, geo, dx[n0:n1])
-    threads.parallel_for(N, run, xp, cost=dx.nbytes)
+    threads.parallel_for(N, _chunked(run, xp, dx.nbytes // max(N, 1)), xp, cost=dx.nbytes)
     return dx
 
 

@@ -166,3 +166,44 @@ def test_errors():
         pl.pool2d_forward(x, "MAX", 2, 1, 2)
     with pytest.raises(ValueError):
         pl.pool2d_backward(np.zeros((1, 1, 2, 2)), None, x.shape, "MAX", 2, 2)
+
+
+@pytest.mark.parametrize("mode", ["MAX", "AVE"])
+def test_cache_chunks_and_threads_match_naive_loop(mode, monkeypatch):
+    """The CPU path walks each thread's batch slice in cache-sized chunks: with a chunk of two
+    images, two threads and an odd batch (slices 4+3, chunks 2+2, 2+1), forward values, the MAX
+    mask and the backward must equal the naive loop's, image by image."""
+    from poseidon_cli.ops import threads
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 3, 9, 9))
+    x[:, :, 2:4, 2:4] = 0.25   # ties inside windows
+    monkeypatch.setattr(pl, "_CHUNK_BYTES", 2 * x[0].nbytes)
+    old = threads.num_threads()
+    threads.set_num_threads(2)
+    try:
+        y, mask = pl.pool2d_forward(x, mode, 3, 2, 1)
+        proj = rng.standard_normal(y.shape)
+        dx = pl.pool2d_backward(proj, mask, x.shape, mode, 3, 2, 1)
+    finally:
+        threads.set_num_threads(old)
+    ry, rmask = naive_pool(x, mode, 3, 2, 1)
+    np.testing.assert_allclose(y, ry, rtol=1e-12)
+    # backward reference from the naive forward's routing: MAX to the mask, AVE spread / divisor
+    rdx = np.zeros_like(x)
+    N, C, P, Q = ry.shape
+    for n in range(N):
+        for c in range(C):
+            for i in range(P):
+                for j in range(Q):
+                    if mode == "MAX":
+                        h, w = divmod(int(rmask[n, c, i, j]), 9)
+                        rdx[n, c, h, w] += proj[n, c, i, j]
+                    else:
+                        hs, ws = i * 2 - 1, j * 2 - 1
+                        he, we = min(hs + 3, 10), min(ws + 3, 10)
+                        div = (he - hs) * (we - ws)
+                        rdx[n, c, max(hs, 0):min(he, 9), max(ws, 0):min(we, 9)] += \
+                            proj[n, c, i, j] / div
+    if mode == "MAX":
+        np.testing.assert_array_equal(mask, rmask)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-15)
