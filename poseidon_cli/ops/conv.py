@@ -33,7 +33,7 @@ from .im2col import (col2im_nhwc_add, cols_cmajor, cols_nhwc, padded_nchw, padde
 
 # Bytes of column matrix per CPU chunk. 2-6 MB measured best on a 2-core EPYC (L2 512 KB/core,
 # shared L3): big enough for an efficient GEMM, small enough that columns are still cached.
-_CHUNK_BYTES = 4 << 20
+_CHUNK_BYTES = 1 << 20
 # Groups with at most this many channels use Caffe-order columns (runs of Wo floats, not C floats).
 _CMAJOR_MAX_CHANNELS = 4
 
