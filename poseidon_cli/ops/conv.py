@@ -140,7 +140,10 @@ def _forward(x, w, b, g):
         threads.parallel_for(N, run_pointwise, xp, cost=y.nbytes)
         return y
 
-    wmats = _weights_cmajor(w, g) if g.cmajor else _weights_nhwc(w, g)
+    if g.cmajor:
+        wmats = _weights_cmajor(w, g)
+    else:   # (K, Og) per group: NHWC columns are the GEMM's left operand (see _forward_range)
+        wmats = [xp.ascontiguousarray(m.T) for m in _weights_nhwc(w, g)]
     threads.parallel_for(N, lambda n0, n1: _forward_range(x, wmats, bias, g, n0, n1, y3), xp,
                          cost=y.nbytes)
     return y
@@ -158,13 +161,19 @@ def _padded_input_and_colbuf(xp, g, xs, nb):
 
 def _forward_range(x, wmats, bias, g, n0, n1, y3):
     """Forward of images ``n0:n1`` into ``y3[n0:n1]`` (``(N, O, Ho*Wo)``), in cache-sized chunks
-    with buffers of its own (one call per thread)."""
+    with buffers of its own (one call per thread). ``wmats``: per group ``(Og, K)`` for
+    channel-major columns, ``(K, Og)`` for NHWC columns.
+
+    NHWC columns ``(pixels, K)`` are multiplied as ``cols @ W^T`` -> ``(pixels, Og)``, then written
+    transposed into NCHW: OpenBLAS runs this ~8% faster than ``W @ cols^T`` (CIFAR-10 quick conv2
+    forward, one thread: 23-25 ms vs 25-26 ms, measured in alternation), as it packs a
+    non-transposed left operand more cheaply."""
     xp = get_array_module(x)
     Ho, Wo = g.Ho, g.Wo
     xs = x[n0:n1]
     N = n1 - n0
     nb = _chunk(xp, g, x.dtype.itemsize, N)
-    gemm_out = xp.empty((g.Og, nb * Ho * Wo), dtype=x.dtype)
+    gemm_out = xp.empty((g.Og, nb * Ho * Wo) if g.cmajor else (nb * Ho * Wo, g.Og), dtype=x.dtype)
     src, colbuf = _padded_input_and_colbuf(xp, g, xs, nb)
     for gi in range(g.g):
         os_ = slice(gi * g.Og, (gi + 1) * g.Og)
@@ -174,15 +183,17 @@ def _forward_range(x, wmats, bias, g, n0, n1, y3):
         for a in range(0, N, nb):
             e = min(N, a + nb)
             m = e - a
-            out = gemm_out[:, :m * Ho * Wo]
             if g.cmajor:
+                out = gemm_out[:, :m * Ho * Wo]
                 cols = cols_cmajor(src, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(wmats[gi], cols.reshape(g.K, -1), out=out)
+                res = out.reshape(g.Og, m, Ho * Wo).transpose(1, 0, 2)
             else:
+                out = gemm_out[:m * Ho * Wo]
                 cols = cols_nhwc(view, a, e, colbuf)
-                xp.matmul(wmats[gi], cols.reshape(-1, g.K).T, out=out)
-            res = out.reshape(g.Og, m, Ho * Wo).transpose(1, 0, 2)
+                xp.matmul(cols.reshape(-1, g.K), wmats[gi], out=out)
+                res = out.reshape(m, Ho * Wo, g.Og).transpose(0, 2, 1)
             dst = y3[n0 + a:n0 + e, os_]
             if bias is None:
                 dst[...] = res
