@@ -8,6 +8,10 @@ engines run ``--threads`` threads (torch.set_num_threads and our ``ops.threads``
 ``--clock cpu`` times the calling thread's CPU time instead of wall time: with ``--threads 1`` that
 is insensitive to other load on the machine (not meaningful with more threads).
 
+For every convolution the table also times the GEMMs alone that our im2col method issues (same
+shapes, operands built beforehand, no column copies): where that column exceeds torch's time, no
+im2col + OpenBLAS implementation of the layer can match PyTorch's direct (oneDNN) convolution.
+
 Usage: python bench/conv_ops.py [--reps 15] [--threads 2] [--clock wall|cpu]
                                 [--out bench/results/conv_ops.json]
 """
@@ -25,7 +29,7 @@ from poseidon_cli.ops import conv as cv
 from poseidon_cli.ops import pooling as pl
 from poseidon_cli.ops import threads
 
-from pairing import blocked_medians  # noqa: E402  (bench/ is on sys.path when run as a script)
+from pairing import blocked_medians_of  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # name: ("conv", N, C, H, O, k, pad, need_dx) or ("pool", N, C, H, mode, k, stride)
 LAYERS = {
@@ -93,10 +97,37 @@ def _torch(spec, rng, torch):
 _CLOCK = time.perf_counter
 
 
-def _time(fn):
-    t = _CLOCK()
-    fn()
-    return (_CLOCK() - t) * 1e3
+def _gemms_only(spec, rng):
+    """The GEMMs alone that our im2col method issues for a convolution: forward, weight gradient,
+    and input gradient when the layer needs it (stride-1 "same" layers: the flipped-kernel forward;
+    others: the column-gradient GEMM), one image per call as with 1 MB column chunks, on
+    operands built beforehand and split over the same thread pool. No column copies, no layout
+    changes: what any im2col + this BLAS implementation of the layer costs at the least."""
+    _, N, C, H, O, k, p, ndx = spec
+    Ho = cv.conv_out_size(H, k, p)
+    P, K = Ho * Ho, C * k * k
+    f32 = np.float32
+    cols = rng.standard_normal((P, K), dtype=f32)
+    w_t = rng.standard_normal((K, O), dtype=f32)
+    w = np.ascontiguousarray(w_t.T)
+    dy = rng.standard_normal((O, P), dtype=f32)
+    dy_t = np.ascontiguousarray(dy.T)
+    same = H * H <= 1.25 * P
+    cols_dx = rng.standard_normal((H * H, O * k * k), dtype=f32)
+    wf = rng.standard_normal((O * k * k, C), dtype=f32)
+
+    def images(n0, n1):
+        y, dw = np.empty((P, O), f32), np.empty((O, K), f32)
+        dx = np.empty((H * H, C), f32) if same else np.empty((P, K), f32)
+        for _ in range(n0, n1):
+            np.matmul(cols, w_t, out=y)
+            np.matmul(dy, cols, out=dw)
+            if ndx and same:
+                np.matmul(cols_dx, wf, out=dx)
+            elif ndx:
+                np.matmul(dy_t, w, out=dx)
+
+    return lambda: threads.parallel_for(N, images, np, cost=N * P * K * 4)
 
 
 def main(argv=None):
@@ -118,18 +149,20 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     rows = []
     for name, spec in LAYERS.items():
-        ours = _ours(spec, rng)
-        theirs = _torch(spec, rng, torch) if torch is not None else None
-        if theirs:
-            a, b = blocked_medians(ours, theirs, args.reps, clock=_CLOCK)
-            t_ours, t_torch = [a * 1e3], [b * 1e3]
-        else:
-            ours()
-            t_ours, t_torch = [_time(ours) for _ in range(args.reps)], []
-        rows.append({"layer": name, "ours_ms": float(np.median(t_ours)),
-                     "torch_ms": float(np.median(t_torch)) if t_torch else None})
-    print(f"{'layer':<20} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}   (fwd+bwd, median of "
-          f"{args.reps}, {args.threads} threads, {args.clock} clock)")
+        fns = [_ours(spec, rng)]
+        if torch is not None:
+            fns.append(_torch(spec, rng, torch))
+        if spec[0] == "conv":
+            fns.append(_gemms_only(spec, rng))
+        ms = [t * 1e3 for t in blocked_medians_of(fns, args.reps, clock=_CLOCK)]
+        t_ours = ms[0]
+        t_torch = ms[1] if torch is not None else None
+        gemms = ms[-1] if spec[0] == "conv" else None
+        rows.append({"layer": name, "ours_ms": t_ours, "torch_ms": t_torch,
+                     "gemms_only_ms": gemms})
+    print(f"{'layer':<20} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10} {'GEMMs ms':>9} "
+          f"{'GEMMs/torch':>11}   (fwd+bwd, median of {args.reps}, {args.threads} threads, "
+          f"{args.clock} clock; GEMMs = our method's GEMMs alone)")
     totals = {}
     for r in rows:
         ratio = r["ours_ms"] / r["torch_ms"] if r["torch_ms"] else float("nan")
@@ -137,8 +170,10 @@ def main(argv=None):
         net = r["layer"].split("/")[0]
         o, t = totals.get(net, (0.0, 0.0))
         totals[net] = (o + r["ours_ms"], t + (r["torch_ms"] or 0.0))
+        gm = r["gemms_only_ms"]
+        gm_ratio = gm / r["torch_ms"] if gm and r["torch_ms"] else float("nan")
         print(f"{r['layer']:<20} {r['ours_ms']:9.2f} {r['torch_ms'] or float('nan'):9.2f} "
-              f"{ratio:10.2f}")
+              f"{ratio:10.2f} {gm if gm else float('nan'):9.2f} {gm_ratio:11.2f}")
     summary = {}
     for net, (o, t) in totals.items():
         summary[net] = {"ours_ms": o, "torch_ms": t, "ratio": o / t if t else None}

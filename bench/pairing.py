@@ -19,13 +19,18 @@ import numpy as np
 def blocked_medians(fa, fb, reps, block=3, clock=time.perf_counter):
     """Median seconds (by ``clock``) of ``fa`` and of ``fb`` over ``reps`` timed calls each,
     taken in alternating blocks of ``block`` timed calls, each block after one untimed call."""
-    ta, tb = [], []
-    while len(ta) < reps:
-        n = min(block, reps - len(ta))
-        for f, out in ((fa, ta), (fb, tb)):
-            f()   # discarded: the other engine's threads may still be spinning
+    return tuple(blocked_medians_of([fa, fb], reps, block, clock))
+
+
+def blocked_medians_of(fns, reps, block=3, clock=time.perf_counter):
+    """``blocked_medians`` for any number of callables, in rotation; a list of medians."""
+    times = [[] for _ in fns]
+    while len(times[0]) < reps:
+        n = min(block, reps - len(times[0]))
+        for f, out in zip(fns, times):
+            f()   # discarded: the previous callable's threads may still be spinning
             for _ in range(n):
                 t = clock()
                 f()
                 out.append(clock() - t)
-    return float(np.median(ta)), float(np.median(tb))
+    return [float(np.median(t)) for t in times]
