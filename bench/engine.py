@@ -146,6 +146,24 @@ def layer_profile(net, reps):
     return [(float(np.median(f)) * 1e3, float(np.median(b)) * 1e3) for f, b in zip(fwd, bwd)]
 
 
+def _torch_full_fp32(torch):
+    """Make PyTorch's CUDA convolutions and matmuls full FP32, as our cuBLAS GEMMs are (CuPy uses
+    TF32 only when CUPY_TF32 is set): cuDNN may otherwise pick TF32 tensor-core kernels, which
+    would compare a lower-precision torch with our FP32."""
+    for obj, attr in ((torch.backends.cudnn, "allow_tf32"),
+                      (torch.backends.cuda.matmul, "allow_tf32")):
+        try:
+            setattr(obj, attr, False)
+        except Exception:  # noqa: BLE001 - newer releases: the fp32_precision settings below
+            pass
+    for obj in (getattr(torch.backends.cudnn, "conv", None), torch.backends.cuda.matmul):
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            try:
+                obj.fp32_precision = "ieee"
+            except Exception:  # noqa: BLE001
+                pass
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9)
@@ -156,6 +174,8 @@ def main():
     args = ap.parse_args()
     import torch
     gpu = backend.gpu_available() and torch.cuda.is_available()
+    if gpu:
+        _torch_full_fp32(torch)
     wanted = args.nets.split(",")
     rows = []
     for nthreads in [int(t) for t in args.threads.split(",")]:

@@ -315,6 +315,14 @@ class _Assembly:
         return self.filled >= flat.size
 
 
+def _host_copy(a):
+    """A host array this exchange owns: ``to_host`` already copies a device array; a NumPy
+    blob's array is the blob's own memory and must be copied."""
+    if isinstance(a, np.ndarray):
+        return np.array(a, copy=True)
+    return to_host(a)
+
+
 class FactorExchange:
     """SFB state of one worker (see module docstring).
 
@@ -417,8 +425,8 @@ class FactorExchange:
         top = self.net.top_vecs[li][0]
         bottom = self.net.bottom_vecs[li][0]
         rows = layer.M
-        dy = np.array(to_host(top.diff), copy=True).reshape(rows, -1)
-        x = np.array(to_host(bottom.data), copy=True).reshape(rows, -1)
+        dy = _host_copy(top.diff).reshape(rows, -1)
+        x = _host_copy(bottom.data).reshape(rows, -1)
         self._add_factors(j, clock, self.worker_id, {sfb_pb2.TOP_DIFF: dy, sfb_pb2.BOTTOM_DATA: x})
         if send:
             self._send_factors(j, clock, dy, x)
@@ -542,6 +550,10 @@ class FactorExchange:
                 stacked_dy = dys[0] if len(dys) == 1 else xp.concatenate(dys, axis=0)
                 stacked_x = xs[0] if len(xs) == 1 else xp.concatenate(xs, axis=0)
                 xp.matmul(stacked_dy.T, stacked_x, out=g)
+                if xp is not np:
+                    # _step runs on the main thread: with a per-thread default stream its kernels
+                    # would not be ordered after this GEMM, so finish it before publishing g
+                    xp.cuda.get_current_stream().synchronize()
             with self._cv:
                 self._grads[(j, clock)] = g
                 self.rebuild_cpu_s[j] += time.thread_time() - t0

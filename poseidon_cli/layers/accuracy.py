@@ -57,13 +57,14 @@ class AccuracyLayer(Layer):
         # the true class itself is always >= its own score, hence the - 1
         better = (scores >= true).sum(axis=1) - 1
         correct = better < self.top_k
+        dtype = top[0].data.dtype
         if valid is not None:
             correct &= valid
-            count = valid.sum()
+            count = valid.sum()    # an array: xp.where keeps it on the device
+            top[0].data[...] = xp.where(count > 0, correct.sum() / xp.maximum(count, 1), 0)
         else:
-            count = self.outer * self.inner
-        dtype = top[0].data.dtype
-        top[0].data[...] = xp.where(count > 0, correct.sum() / xp.maximum(count, 1), 0)
+            # count is a Python int here; CuPy's where() needs an array condition
+            top[0].data[...] = correct.sum() / max(self.outer * self.inner, 1)
         if len(top) > 1:
             labels = lab.reshape(-1)
             weights = (valid.reshape(-1) if valid is not None

@@ -7,9 +7,9 @@ per-output-channel bias. Layout NCHW; weight ``(O, C/group, kh, kw)``. Works for
 
 Method: im2col + one GEMM per (group, batch chunk). On the CPU the batch is cut into chunks whose
 column matrix is about 1 MB, so the column copy and the GEMM that consumes it stay in cache (measured
-~2x faster than one batch-wide column matrix, which is memory-bound on these machines). On a GPU the
-whole batch is one chunk (the single accelerator branch, in ``_chunk``). Columns are built from a
-strided view in one copy (NHWC rows, see ``im2col.py``), or in Caffe's channel-major order when a
+~2x faster than one batch-wide column matrix, which is memory-bound on these machines). On a
+GPU a chunk holds up to 1 GB of columns, usually the whole batch (``_chunk``). Columns are built
+from a strided view in one copy (NHWC rows, see ``im2col.py``), or in Caffe's channel-major order when a
 group has <= 4 channels. 1x1 / stride 1 / pad 0 convolutions skip columns: a batched GEMM.
 
 Backward-data with stride 1 is a forward convolution of ``dy`` with the flipped, transposed kernel
@@ -35,6 +35,8 @@ from .im2col import (col2im_nhwc_add, cols_cmajor, cols_nhwc, padded_nchw, padde
 # shared L3) 0.5-2 MB measured best (CIFAR-10 quick conv2 forward, 1 thread: 31-33 ms vs 42 ms
 # at 4 MB); a GEMM of one image's columns (32 x 800 x 256) still runs at ~55 GFLOP/s.
 _CHUNK_BYTES = 1 << 20
+# Bytes of column matrix per GPU chunk: large GEMMs for cuBLAS without exhausting device memory.
+_GPU_CHUNK_BYTES = 1 << 30
 # Groups with at most this many channels use Caffe-order columns (runs of Wo floats, not C floats).
 _CMAJOR_MAX_CHANNELS = 4
 
@@ -99,13 +101,13 @@ class _Geom:
 
 
 def _chunk(xp, g, itemsize, n=None):
-    """Images per chunk out of ``n`` (default: the batch): all of them on an accelerator, a
-    cache-sized piece on the CPU."""
+    """Images per chunk out of ``n`` (default: the batch): a cache-sized piece on the CPU; on an
+    accelerator as many as fit in ``_GPU_CHUNK_BYTES`` of columns (the whole batch for AlexNet at
+    128: 0.56 GB for conv1; VGG-16's conv1_2 at batch 64 would need 7.4 GB in one piece)."""
     n = g.N if n is None else n
-    if xp is not numpy:
-        return n
-    per_image = g.Ho * g.Wo * g.K * itemsize
-    return max(1, min(n, _CHUNK_BYTES // max(per_image, 1)))
+    per_image = max(1, g.Ho * g.Wo * g.K * itemsize)
+    budget = _CHUNK_BYTES if xp is numpy else _GPU_CHUNK_BYTES
+    return max(1, min(n, budget // per_image))
 
 
 def _weights_nhwc(w, g):
