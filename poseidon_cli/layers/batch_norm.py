@@ -71,7 +71,7 @@ class BatchNormLayer(Layer):
 
     def forward(self, bottom, top):
         x = self._as3d(bottom[0].data)
-        y = self._as3d(top[0].data)
+        y = x if top[0] is bottom[0] else self._as3d(top[0].data)  # the same view object in place: CuPy copies an input that overlaps a distinct out= view
         xp = get_array_module(x)
         if self.use_global_stats:
             s = float(self.blobs[2].data.reshape(-1)[0])
@@ -109,7 +109,7 @@ class BatchNormLayer(Layer):
         if not propagate_down[0]:
             return
         dy = self._as3d(top[0].diff)
-        dx = self._as3d(bottom[0].diff)  # may be dy itself when in place
+        dx = dy if top[0] is bottom[0] else self._as3d(bottom[0].diff)  # in place: dy itself
         xp = get_array_module(dy)
         if self.use_global_stats:
             xp.multiply(dy, self._inv_std, out=dx)

@@ -42,7 +42,7 @@ class MVNLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self._rows, -1)
-        y = top[0].data.reshape(self._rows, -1)
+        y = x if top[0] is bottom[0] else top[0].data.reshape(self._rows, -1)  # the same view object in place: CuPy copies an input that overlaps a distinct out= view
         xp = get_array_module(x)
         mean = x.mean(axis=1, keepdims=True)
         xp.subtract(x, mean, out=y)
@@ -57,7 +57,7 @@ class MVNLayer(Layer):
         if not propagate_down[0]:
             return
         dy = top[0].diff.reshape(self._rows, -1)
-        dx = bottom[0].diff.reshape(self._rows, -1)  # may alias dy when in place
+        dx = dy if top[0] is bottom[0] else bottom[0].diff.reshape(self._rows, -1)  # in place: dy
         mean_dy = dy.mean(axis=1, keepdims=True)
         if not self.normalize_variance:
             xp = get_array_module(dy)

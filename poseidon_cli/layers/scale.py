@@ -68,12 +68,13 @@ class ScaleLayer(Layer):
     def forward(self, bottom, top):
         outer, dim, inner = self._dims
         x = bottom[0].data.reshape(outer, dim, inner)
-        y = top[0].data.reshape(outer, dim, inner)
+        y = x if top[0] is bottom[0] else top[0].data.reshape(outer, dim, inner)  # the same view object in place: CuPy copies an input that overlaps a distinct out= view
         xp = get_array_module(x)
         self._x_copy = None
         if self._needs_gamma_grad(bottom) and in_place(bottom, top):
             self._x_copy = x.copy()
-        xp.multiply(x, self._gamma(bottom).data.reshape(1, dim, 1), out=y)
+        src = x if self._x_copy is None else self._x_copy   # no overlap with y when copied
+        xp.multiply(src, self._gamma(bottom).data.reshape(1, dim, 1), out=y)
         if self.bias_index is not None:
             y += self.blobs[self.bias_index].data.reshape(1, dim, 1)
 
@@ -94,5 +95,5 @@ class ScaleLayer(Layer):
             beta.diff += dy.sum(axis=(0, 2)).reshape(beta.shape)
         if propagate_down[0]:
             xp = get_array_module(dy)
-            xp.multiply(dy, self._gamma(bottom).data.reshape(1, dim, 1),
-                        out=bottom[0].diff.reshape(outer, dim, inner))
+            dx = dy if top[0] is bottom[0] else bottom[0].diff.reshape(outer, dim, inner)
+            xp.multiply(dy, self._gamma(bottom).data.reshape(1, dim, 1), out=dx)

@@ -91,3 +91,27 @@ def test_constant_rows_give_zero_output_and_gradient():
 def test_one_axis_bottom_is_an_error():
     with pytest.raises(NetError, match="mv.*at least 2 axes"):
         make_layer('name: "mv" type: "MVN"').setup(make_blobs([(5,)]), [Blob()])
+
+
+@pytest.mark.parametrize("normalize", ["true", "false"])
+def test_in_place_matches_out_of_place(normalize):
+    spec = f'type: "MVN" mvn_param {{ normalize_variance: {normalize} }}'
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 3, 5))
+    dy = rng.normal(size=x.shape)
+    results = []
+    for in_place in (False, True):
+        layer = make_layer(spec)
+        b = make_blobs([x.shape])
+        b[0].data[...] = x
+        top = b if in_place else [Blob(dtype=np.float64)]
+        layer.setup(b, top)
+        layer.forward(b, top)
+        y = top[0].data.copy()
+        top[0].diff[...] = dy
+        layer.backward(top, [True], b)
+        results.append((y, b[0].diff.copy()))
+    (y0, d0), (y1, d1) = results
+    np.testing.assert_allclose(y0, reference(x, False, normalize == "true", 1e-9), rtol=1e-12)
+    np.testing.assert_allclose(y1, y0, rtol=1e-12)
+    np.testing.assert_allclose(d1, d0, rtol=1e-12, atol=1e-14)
