@@ -21,6 +21,8 @@ one in the prototxt is a NetError) so solvers leave them alone. They change in f
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from . import register
 from .base import TEST, Layer
@@ -71,11 +73,15 @@ class BatchNormLayer(Layer):
 
     def forward(self, bottom, top):
         x = self._as3d(bottom[0].data)
-        y = x if top[0] is bottom[0] else self._as3d(top[0].data)  # the same view object in place: CuPy copies an input that overlaps a distinct out= view
+        # in place, the same view object: CuPy copies an input overlapping a distinct out=
+        y = x if top[0] is bottom[0] else self._as3d(top[0].data)
         xp = get_array_module(x)
         if self.use_global_stats:
-            s = float(self.blobs[2].data.reshape(-1)[0])
-            factor = 0.0 if s == 0 else 1.0 / s
+            s = self.blobs[2].data.reshape(-1)[0]
+            if xp is np:
+                factor = 0.0 if float(s) == 0 else 1.0 / float(s)
+            else:   # stays on the device: float() would drain the GPU queue once per layer
+                factor = xp.where(s == 0, 0.0, 1.0 / xp.where(s == 0, 1.0, s))
             mean = (self.blobs[0].data * factor).astype(x.dtype, copy=False)
             var = (self.blobs[1].data * factor).astype(x.dtype, copy=False)
             inv_std = 1.0 / xp.sqrt(var + self.eps)

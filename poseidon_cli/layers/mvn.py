@@ -42,7 +42,8 @@ class MVNLayer(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self._rows, -1)
-        y = x if top[0] is bottom[0] else top[0].data.reshape(self._rows, -1)  # the same view object in place: CuPy copies an input that overlaps a distinct out= view
+        # in place, the same view object: CuPy copies an input overlapping a distinct out=
+        y = x if top[0] is bottom[0] else top[0].data.reshape(self._rows, -1)
         xp = get_array_module(x)
         mean = x.mean(axis=1, keepdims=True)
         xp.subtract(x, mean, out=y)

@@ -68,7 +68,8 @@ class ScaleLayer(Layer):
     def forward(self, bottom, top):
         outer, dim, inner = self._dims
         x = bottom[0].data.reshape(outer, dim, inner)
-        y = x if top[0] is bottom[0] else top[0].data.reshape(outer, dim, inner)  # the same view object in place: CuPy copies an input that overlaps a distinct out= view
+        # in place, the same view object: CuPy copies an input overlapping a distinct out=
+        y = x if top[0] is bottom[0] else top[0].data.reshape(outer, dim, inner)
         xp = get_array_module(x)
         self._x_copy = None
         if self._needs_gamma_grad(bottom) and in_place(bottom, top):
