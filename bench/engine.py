@@ -11,7 +11,8 @@ alike, and neither engine is timed while the other's OpenMP threads still spin; 
 from one run).
 Also prints our per-layer forward/backward medians, so the report says where the time goes.
 
-Usage: python bench/engine.py [--reps 9] [--threads 2] [--out bench/results/engine.json]
+Usage: python bench/engine.py [--reps 9] [--rounds 1] [--threads 2]
+                              [--out bench/results/engine.json]
 """
 from __future__ import annotations
 
@@ -167,6 +168,9 @@ def _torch_full_fp32(torch):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every measurement this many times, rounds outermost; the "
+                         "ratio is the median over rounds and the range is printed")
     ap.add_argument("--threads", default=str(os.cpu_count()),
                     help="thread count(s) for both engines, comma-separated (e.g. 1,2)")
     ap.add_argument("--nets", default="lenet,cifar10_quick,alexnet")
@@ -177,10 +181,8 @@ def main():
     if gpu:
         _torch_full_fp32(torch)
     wanted = args.nets.split(",")
-    rows = []
+    configs = []   # (name, dev, nthreads, shape, net, torch step)
     for nthreads in [int(t) for t in args.threads.split(",")]:
-        torch.set_num_threads(nthreads)
-        threads.set_num_threads(nthreads)
         for name, rel, shape, gpu_only in NETS:
             if name not in wanted:
                 continue
@@ -190,24 +192,42 @@ def main():
                 xp = backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
                 net = build_ours(rel, shape, xp)
                 tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
-                ours, theirs = bench_pair(ours_step(net), tstep, args.reps)
-                prof = layer_profile(net, args.reps)
-                n = shape[0]
-                rows.append({
-                    "net": name, "device": dev, "batch": n, "threads": nthreads,
-                    "ours_img_s": n / ours, "torch_img_s": n / theirs,
-                    "ratio_ours_over_torch": theirs / ours,
-                    "ours_ms": ours * 1e3, "torch_ms": theirs * 1e3,
-                    "profile_ms": {ln: {"forward": round(f, 3), "backward": round(b, 3)}
-                                   for ln, (f, b) in zip(net.layer_names, prof)},
-                })
+                configs.append((name, dev, nthreads, shape, net, tstep))
                 backend.use_cpu()
+    # Rounds outermost: a noisy minute on the shared machine then hits one round of every
+    # configuration, not every round of one.
+    times = [[] for _ in configs]
+    for _ in range(args.rounds):
+        for c, (name, dev, nthreads, shape, net, tstep) in enumerate(configs):
+            torch.set_num_threads(nthreads)
+            threads.set_num_threads(nthreads)
+            times[c].append(bench_pair(ours_step(net), tstep, args.reps))
+    rows = []
+    for (name, dev, nthreads, shape, net, tstep), pairs in zip(configs, times):
+        torch.set_num_threads(nthreads)
+        threads.set_num_threads(nthreads)
+        prof = layer_profile(net, args.reps)
+        n = shape[0]
+        ratios = [theirs / ours for ours, theirs in pairs]
+        ours = float(np.median([o for o, _ in pairs]))
+        theirs = float(np.median([t for _, t in pairs]))
+        rows.append({
+            "net": name, "device": dev, "batch": n, "threads": nthreads,
+            "ours_img_s": n / ours, "torch_img_s": n / theirs,
+            "ratio_ours_over_torch": float(np.median(ratios)),
+            "round_ratios": [round(r, 4) for r in ratios],
+            "ours_ms": ours * 1e3, "torch_ms": theirs * 1e3,
+            "profile_ms": {ln: {"forward": round(f, 3), "backward": round(b, 3)}
+                           for ln, (f, b) in zip(net.layer_names, prof)},
+        })
     print(f"{'net':14} {'dev':4} {'thr':>3} {'batch':>5} {'ours img/s':>11} {'torch img/s':>12} "
-          f"{'ratio':>6}   (fwd+bwd, median of {args.reps}, ratio = ours/torch throughput)")
+          f"{'ratio':>6} {'range over rounds':>18}   (fwd+bwd, medians of {args.reps} steps, "
+          f"{args.rounds} round(s); ratio = ours/torch throughput, median over rounds)")
     for r in rows:
+        lo, hi = min(r["round_ratios"]), max(r["round_ratios"])
         print(f"{r['net']:14} {r['device']:4} {r['threads']:3d} {r['batch']:5d} "
               f"{r['ours_img_s']:11.1f} {r['torch_img_s']:12.1f} "
-              f"{r['ratio_ours_over_torch']:6.2f}")
+              f"{r['ratio_ours_over_torch']:6.2f} {lo:9.2f} - {hi:.2f}")
     for r in rows:
         print(f"  {r['net']}/{r['device']}/{r['threads']} threads, our layers (ms fwd / bwd): " +
               ", ".join(f"{k} {v['forward']:.1f}/{v['backward']:.1f}"
@@ -217,7 +237,7 @@ def main():
     out = {"host": platform.node(), "python": platform.python_version(),
            "numpy": np.__version__, "torch": torch.__version__, "threads": args.threads,
            "cpu_count": os.cpu_count(), "loadavg": load,
-           "reps": args.reps, "results": rows}
+           "reps": args.reps, "rounds": args.rounds, "results": rows}
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out} (load average {load})")
