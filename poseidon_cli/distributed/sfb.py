@@ -38,7 +38,9 @@ layer whose smaller side is at most the batch never chooses SFB.
   failed send names the peer and its address.
 
 **Wire** (``proto/sfb.proto``, service ``poseidon.sfb.FactorBroadcast``, served by the same gRPC
-server as the client's PS shard, i.e. on its hosts-file port): one ``Send`` stream per (layer, clock,
+server as the client's PS shard, i.e. on its hosts-file port; with several workers per client,
+worker t >= 1 serves it on a port of its own that its client's worker 0 announces through
+``poseidon.sfb.Directory``, see :class:`WorkerDirectory`): one ``Send`` stream per (layer, clock,
 peer) carrying both factors cut into chunks of at most ``chunk_bytes`` of raw elements. The frames
 are serialized once and sent to every peer. ``LocalFactorHub`` delivers the same frames in-process
 (tests run a whole cluster in threads).
@@ -181,6 +183,10 @@ def format_table(plans, num_workers: int, num_shards: int, mode: str) -> list[st
                      f"{_mb(p.sfb_bytes):>12}  {choice}")
     if not plans:
         lines.append("  (no InnerProduct weight to decide on)")
+    if num_workers > num_shards:
+        lines.append(f"  ({num_workers // num_shards} workers per client: the model above is "
+                     f"Poseidon's, one worker and one shard per node; traffic between workers of "
+                     f"one client stays on that machine)")
     return lines
 
 
@@ -229,8 +235,10 @@ class LocalFactorTransport(FactorTransport):
 
 
 class GrpcFactorTransport(FactorTransport):
-    """``addresses``: peer id -> "host:port" (the peer's hosts-file address: SFB is served by the
-    same gRPC server as its PS shard). One channel per peer, opened on first use."""
+    """``addresses``: peer id -> "host:port", or a callable ``f(deadline_s) -> "host:port"``
+    resolved on the first send to that peer (a worker t >= 1 of a client, whose port its
+    client's worker 0 knows: :class:`WorkerDirectory`). A client's worker 0 serves SFB on its
+    hosts-file address, beside its PS shard. One channel per peer, opened on first use."""
 
     def __init__(self, addresses: dict):
         self.addresses = dict(addresses)
@@ -238,16 +246,22 @@ class GrpcFactorTransport(FactorTransport):
         self._lock = threading.Lock()
 
     def address(self, peer):
-        return f"worker {peer} at {self.addresses.get(peer, '?')}"
+        a = self.addresses.get(peer, "?")
+        return f"worker {peer} at {a if isinstance(a, str) else 'an address not resolved yet'}"
 
-    def _stub(self, peer):
+    def _stub(self, peer, deadline_s):
         import grpc
         from ..ps.server import CHANNEL_OPTIONS
 
+        a = self.addresses[peer]
+        if not isinstance(a, str):   # resolved once; sends to one peer are sequential per layer
+            a = a(deadline_s)
+            with self._lock:
+                self.addresses[peer] = a
         with self._lock:
             ch = self._channels.get(peer)
             if ch is None:
-                ch = self._channels[peer] = grpc.insecure_channel(self.addresses[peer], options=CHANNEL_OPTIONS)
+                ch = self._channels[peer] = grpc.insecure_channel(a, options=CHANNEL_OPTIONS)
         return ch.stream_unary(f"/{SERVICE}/Send", request_serializer=None,
                                response_deserializer=sfb_pb2.SendReply.FromString)
 
@@ -255,7 +269,7 @@ class GrpcFactorTransport(FactorTransport):
         import grpc
 
         try:
-            self._stub(peer)(iter(frames), timeout=deadline_s)
+            self._stub(peer, deadline_s)(iter(frames), timeout=deadline_s)
         except grpc.RpcError as e:
             code = e.code() if hasattr(e, "code") else None
             if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -292,6 +306,110 @@ def grpc_handler(exchange: "FactorExchange"):
         "Send": grpc.stream_unary_rpc_method_handler(
             send, request_deserializer=sfb_pb2.FactorChunk.FromString,
             response_serializer=sfb_pb2.SendReply.SerializeToString)})
+
+
+DIRECTORY = "poseidon.sfb.Directory"
+
+
+class WorkerDirectory:
+    """With several workers per client (``--gpu 0,1``), worker t >= 1 of client k serves SFB on a
+    port of its own (chosen by the OS) and registers it with client k's worker 0, whose gRPC
+    server (the hosts-file address) answers peers' lookups: hosts files keep one port per client.
+
+    Wire: raw-bytes unary methods of service ``poseidon.sfb.Directory``: ``Register`` takes
+    ``b"<job>|<t>|<port>"`` and returns ``b""``; ``Lookup`` takes ``b"<job>|<t>"`` and returns the
+    ASCII port, or ``b""`` while worker t has not registered. Another job's request is refused
+    (FAILED_PRECONDITION) with a one-line message."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.ports: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def _split(self, raw, n, context):
+        import grpc
+
+        parts = bytes(raw).decode("ascii", "replace").split("|")
+        if len(parts) != n or parts[0] != self.job_id:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"SFB directory of job {self.job_id!r} got {bytes(raw)[:80]!r}")
+        return parts
+
+    def handler(self):
+        import grpc
+
+        def register(raw, context):
+            _, t, port = self._split(raw, 3, context)
+            with self._lock:
+                self.ports[int(t)] = int(port)
+            return b""
+
+        def lookup(raw, context):
+            _, t = self._split(raw, 2, context)
+            with self._lock:
+                port = self.ports.get(int(t))
+            return b"" if port is None else str(port).encode("ascii")
+
+        return grpc.method_handlers_generic_handler(DIRECTORY, {
+            "Register": grpc.unary_unary_rpc_method_handler(register),
+            "Lookup": grpc.unary_unary_rpc_method_handler(lookup)})
+
+
+def _directory_call(address, method, payload, deadline_s, want, what):
+    """Call ``method`` on the directory at ``address`` until ``want(reply)`` (retrying while the
+    server is not up yet or answers "not yet"); ClusterError naming ``what`` at the deadline."""
+    import grpc
+
+    end = time.monotonic() + deadline_s
+    last = "no answer"
+    with grpc.insecure_channel(address) as ch:
+        call = ch.unary_unary(f"/{DIRECTORY}/{method}")
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ClusterError(f"{what} via {address} did not succeed within {deadline_s:.0f}s "
+                                   f"({last})")
+            try:
+                reply = call(payload, timeout=min(left, 5.0), wait_for_ready=True)
+                if want(reply):
+                    return reply
+                last = "not registered yet"
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise ClusterError(e.details()) from None
+                last = f"{e.code()}"
+            time.sleep(0.05)
+
+
+def register_worker(address, job_id, t, port, deadline_s):
+    """Worker t >= 1: tell client's worker 0 (at ``address``) the port its SFB server listens on."""
+    _directory_call(address, "Register", f"{job_id}|{t}|{port}".encode("ascii"), deadline_s,
+                    lambda r: True, f"registering worker {t}'s SFB port with its client's worker 0")
+
+
+def lookup_worker(address, host, job_id, t, deadline_s):
+    """The "host:port" of worker t >= 1 of the client whose worker 0 listens on ``address``."""
+    reply = _directory_call(address, "Lookup", f"{job_id}|{t}".encode("ascii"), deadline_s,
+                            lambda r: bool(r), f"looking up the SFB port of worker {t}")
+    return f"{host}:{int(reply)}"
+
+
+def serve_factors(exchange, host, max_workers=16):
+    """A gRPC server of its own for ``exchange`` on ``host`` and a free port; returns
+    ``(server, port)``, started (worker t >= 1 of a client, which serves no PS shard)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from ..ps.server import CHANNEL_OPTIONS
+
+    server = grpc.server(ThreadPoolExecutor(max_workers, thread_name_prefix=f"sfb-w{exchange.worker_id}"),
+                         options=CHANNEL_OPTIONS)
+    server.add_generic_rpc_handlers((grpc_handler(exchange),))
+    port = server.add_insecure_port(f"{host}:0")
+    if not port:
+        raise ClusterError(f"worker {exchange.worker_id}: cannot listen for sufficient factors on {host}")
+    server.start()
+    return server, port
 
 
 # ----------------------------------------------------------------------------------------------------

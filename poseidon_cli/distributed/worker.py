@@ -291,10 +291,6 @@ def run_client(client_id: int, hosts, opts) -> int:
     netoutputs = os.path.join(run_dir, f"{param.net and os.path.splitext(os.path.basename(param.net))[0] or 'net'}.netoutputs") \
         if rank == 0 else None
     svb = opts.get("svb") or "auto"
-    if T > 1 and svb != "off":
-        # factors travel between clients' ports; several workers per client share one port
-        log.info(f"--svb {svb} needs one worker per client; using the parameter server for every layer")
-        svb = "off"
     helpers = _start_client_workers(opts, client_id, T, run_dir) if T > 1 and t == 0 else []
     solver = DistributedSolver(param, solver_path=opts["solver"], context=context, xp=xp, log=log,
                                netoutputs_path=netoutputs, overlap=not opts.get("no_overlap"),
@@ -311,16 +307,23 @@ def run_client(client_id: int, hosts, opts) -> int:
             log.info(line)
 
     job = _job_id(opts["hosts"])
-    server = factors = None
+    server = factors = sfb_server = None
+    if solver.sfb_params:
+        factors = solver.setup_sfb(job, sfb_mod.GrpcFactorTransport(
+            _peer_addresses(hosts, T, rank, job)))
     if t == 0:
         store = ShardStore(client_id, n, job, SolverUpdater(param, solver.multipliers(), solver.iter),
                            deadline_s=deadline, heartbeat_timeout_s=min(deadline, 15.0))
         server = ShardServer(store, host=me.ip, port=me.port)
-        if T == 1:
-            factors = solver.setup_sfb(job, sfb_mod.GrpcFactorTransport(
-                {i: h.address for i, h in enumerate(hosts) if i != client_id}))
+        if factors is not None:
             server.add_generic_handlers([sfb_mod.grpc_handler(factors)])
+        if T > 1:
+            server.add_generic_handlers([sfb_mod.WorkerDirectory(job).handler()])
         server.start()
+    elif factors is not None:
+        # worker t >= 1 serves its factors on a port of its own, announced by worker 0
+        sfb_server, sfb_port = sfb_mod.serve_factors(factors, me.ip)
+        sfb_mod.register_worker(me.address, job, t, sfb_port, deadline)
     # Control over gRPC, tensors over the shard's plain-TCP data plane (ps/README.md)
     transports = [make_transport(h.address, i, job) for i, h in enumerate(hosts)]
     client = PSClient(transports, job, worker_id=rank, num_workers=world, params=solver.ps_layout(),
@@ -357,9 +360,25 @@ def run_client(client_id: int, hosts, opts) -> int:
         _write_stats(stats_path, solver, client_id, n, staleness, time.time() - t_start)
         if server is not None:
             server.stop(grace=1.0)
+        if sfb_server is not None:
+            sfb_server.stop(grace=1.0)
         if factors is not None:
             factors.close()
     return 0
+
+
+def _peer_addresses(hosts, T, rank, job):
+    """SFB peers of worker ``rank``: worker 0 of client k at k's hosts-file address, worker
+    t >= 1 at the port client k's worker 0 reports for it (looked up on the first send)."""
+    out = {}
+    for r in range(len(hosts) * T):
+        if r == rank:
+            continue
+        k, t = divmod(r, T)
+        h = hosts[k]
+        out[r] = h.address if t == 0 else (
+            lambda deadline_s, h=h, t=t: sfb_mod.lookup_worker(h.address, h.ip, job, t, deadline_s))
+    return out
 
 
 def _start_client_workers(opts, client_id, T, run_dir):

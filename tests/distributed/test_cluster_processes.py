@@ -1,4 +1,5 @@
 """Real clusters of local processes over gRPC: `poseidon train --hosts`."""
+import json
 import os
 import signal
 import socket
@@ -102,16 +103,19 @@ def test_killed_client_stops_the_others_naming_it(tmp_path):
     assert all(p.poll() is not None for p in procs)
 
 
-def test_two_workers_per_client_match_single_node(tmp_path):
+@pytest.mark.parametrize("svb", ["off", "on"])
+def test_two_workers_per_client_match_single_node(tmp_path, svb):
     """2 clients x 2 worker processes (as with --gpu 0,1) = 4 PS workers of batch 4 follow one
-    node of batch 16; worker 1 of each client runs in its own process with its own log."""
+    node of batch 16; worker 1 of each client runs in its own process with its own log. With
+    --svb on the InnerProduct weight travels as sufficient factors between all 4 workers (worker 1
+    of each client on a port of its own, found through its client's worker 0)."""
     paths = make_digits(tmp_path)
     single = write_job(tmp_path / "single", paths, batch=16)
     dist = write_job(tmp_path / "dist", paths, batch=4)
     Solver(config.load_solver_param(single), solver_path=single, log=TrainLog(streams=[])).solve()
     hosts = write_hosts(tmp_path / "hosts.txt", 2)
     r = poseidon("train", "--solver", dist, "--hosts", str(hosts), "--workers-per-client", "2",
-                 "--deadline", "60", timeout=300)
+                 "--svb", svb, "--deadline", "60", timeout=300)
     run_dir = tmp_path / "dist" / "tiny.S0.M2.T2"
     logs = {p.name: p.read_text()[-1500:] for p in run_dir.glob("*.log")} if run_dir.exists() else {}
     assert r.returncode == 0, r.stderr[-3000:] + str(logs)
@@ -121,3 +125,15 @@ def test_two_workers_per_client_match_single_node(tmp_path):
         assert rel_diff(got[k], ref[k]) < 1e-4, k
     assert (run_dir / "client_0.worker_1.log").exists() and (run_dir / "client_1.worker_1.log").exists()
     assert (run_dir / "stats.client1.worker1.json").exists()
+    stats = [json.loads((run_dir / f).read_text()) for f in
+             ("stats.client0.worker0.json", "stats.client0.worker1.json", "stats.client1.worker0.json",
+              "stats.client1.worker1.json")]
+    for st in stats:
+        sfb_rows = {row["param"]: row for row in st["sfb_layers"]}
+        if svb == "off":
+            assert not sfb_rows
+        else:
+            # every worker sent its factors (4 rows x (10 outputs + 4*6*6 inputs) float32) to
+            # each of the 3 others and received theirs, for each of the 20 clocks
+            row = sfb_rows["ip1/0"]
+            assert row["bytes_sent"] == row["bytes_received"] == 20 * 3 * 4 * (10 + 144) * 4
