@@ -3,10 +3,10 @@
 Layers are those of LeNet (batch 64) and CIFAR-10 quick (batch 100). First convolutions skip the
 input gradient (as a net would: the data layer needs none). Times are the median over repetitions,
 ours and torch's in alternating blocks (``pairing.py``), so drift on a shared machine hits both
-alike; compare ratios. Both
-engines run ``--threads`` threads (torch.set_num_threads and our ``ops.threads`` pool).
-``--clock cpu`` times the calling thread's CPU time instead of wall time: with ``--threads 1`` that
-is insensitive to other load on the machine (not meaningful with more threads).
+alike; compare ratios. Both engines run ``--threads`` threads (torch.set_num_threads and our
+``ops.threads`` pool). ``--clock cpu`` times the calling thread's CPU time instead of wall time:
+with ``--threads 1`` that is insensitive to other load on the machine (not meaningful with more
+threads).
 
 For every convolution the table also times the GEMMs alone that our im2col method issues (same
 shapes, operands built beforehand, no column copies): where that column exceeds torch's time, no

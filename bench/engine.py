@@ -120,11 +120,6 @@ def ours_step(net):
     return step
 
 
-def bench_pair(fa, fb, reps):
-    """Medians of two callables timed in alternating blocks (seconds); see ``pairing``."""
-    return blocked_medians(fa, fb, reps)
-
-
 def layer_profile(net, reps):
     """Per-layer (forward_ms, backward_ms) medians over ``reps`` forward+backward passes."""
     n = len(net.layers)
@@ -201,7 +196,7 @@ def main():
         for c, (name, dev, nthreads, shape, net, tstep) in enumerate(configs):
             torch.set_num_threads(nthreads)
             threads.set_num_threads(nthreads)
-            times[c].append(bench_pair(ours_step(net), tstep, args.reps))
+            times[c].append(blocked_medians(ours_step(net), tstep, args.reps))
     rows = []
     for (name, dev, nthreads, shape, net, tstep), pairs in zip(configs, times):
         torch.set_num_threads(nthreads)

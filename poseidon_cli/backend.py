@@ -99,22 +99,22 @@ def device_id():
     return _device_id
 
 
-def _from_cupy(a) -> bool:
-    """``a``'s type comes from the cupy package (checked without importing CuPy)."""
-    return type(a).__module__.partition(".")[0] == "cupy"
+def _notice_cupy(arrays):
+    """Import CuPy when one of ``arrays`` has a type from the cupy package (the caller made CuPy
+    arrays itself, so CuPy is importable); NumPy-only runs never touch it."""
+    if _cupy is None and not _cupy_checked and any(
+            type(a).__module__.partition(".")[0] == "cupy" for a in arrays):
+        _import_cupy()
 
 
 def is_cupy_array(a) -> bool:
-    if _cupy is None and not _cupy_checked and _from_cupy(a):
-        _import_cupy()   # the caller made CuPy arrays itself: CuPy is importable
+    _notice_cupy((a,))
     return _cupy is not None and isinstance(a, _cupy.ndarray)
 
 
 def get_array_module(*arrays):
-    """``cupy`` if any argument is a CuPy array, else ``numpy``. Imports CuPy only when handed an
-    array whose type comes from the cupy package (so NumPy-only runs never touch it)."""
-    if _cupy is None and not _cupy_checked and any(_from_cupy(a) for a in arrays):
-        _import_cupy()
+    """``cupy`` if any argument is a CuPy array, else ``numpy`` (see ``_notice_cupy``)."""
+    _notice_cupy(arrays)
     if _cupy is not None:
         for a in arrays:
             if isinstance(a, _cupy.ndarray):

@@ -25,10 +25,11 @@ layer whose smaller side is at most the batch never chooses SFB.
 * clocks: the factors a worker makes during iteration ``c`` carry clock ``c``. Update ``c`` of a
   layer is ``(1/P) Σ_p top_diff_pᵀ · bottom_p`` over every worker p, one GEMM over the factors
   stacked in worker-id order, so every replica computes the same values (the PS path adds
-  per-worker gradients instead: the sums differ in rounding only, see :meth:`_rebuild`); then coupled
-  regularization (``weight_decay · decay_mult``), the solver rule with ``lr(start_iter + c) ·
-  lr_mult`` and ``W -= step``: once per clock, in clock order, with the solver history kept locally
-  (``Solver.history``, so snapshots include it and resume on one node or many).
+  per-worker gradients instead: the sums differ in rounding only, see :meth:`_rebuild`); then
+  coupled regularization (``weight_decay · decay_mult``), the solver rule with
+  ``lr(start_iter + c) · lr_mult`` and ``W -= step``: once per clock, in clock order, with the
+  solver history kept locally (``Solver.history``, so snapshots include it and resume on one node
+  or many).
 * SSP: before the forward of an SFB layer at clock ``c`` a worker has applied the updates of every
   clock ``<= c - s - 1``, waiting for the factors of every peer (with s = 0: of the previous clock).
   Later complete clocks are applied when already there.
@@ -402,12 +403,13 @@ def serve_factors(exchange, host, max_workers=16):
     import grpc
     from ..ps.server import CHANNEL_OPTIONS
 
-    server = grpc.server(ThreadPoolExecutor(max_workers, thread_name_prefix=f"sfb-w{exchange.worker_id}"),
-                         options=CHANNEL_OPTIONS)
+    pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"sfb-w{exchange.worker_id}")
+    server = grpc.server(pool, options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers((grpc_handler(exchange),))
     port = server.add_insecure_port(f"{host}:0")
     if not port:
-        raise ClusterError(f"worker {exchange.worker_id}: cannot listen for sufficient factors on {host}")
+        raise ClusterError(f"worker {exchange.worker_id}: cannot listen for sufficient factors "
+                           f"on {host}")
     server.start()
     return server, port
 
@@ -635,10 +637,10 @@ class FactorExchange:
                 self._free[j].append(buf)
 
     def _rebuild(self, j, clock, entry):
-        """The summed gradient of clock ``clock``: ``Σ_p top_diff_pᵀ · bottom_p`` as ONE GEMM over
-        the P·K rows of every worker's factors stacked in worker-id order, into a reused buffer.
-        Every replica stacks the same rows in the same order, so every replica computes the same
-        values. :meth:`_step` divides by P.
+        """The summed gradient of clock ``clock``, ``Σ_p top_diff_pᵀ · bottom_p``, as ONE GEMM
+        over the P·K rows of every worker's factors stacked in worker-id order, into a reused
+        buffer. Every replica stacks the same rows in the same order, so every replica computes
+        the same values. :meth:`_step` divides by P.
 
         Why one GEMM: a K-row GEMM per worker (K = the batch, 32 here) is a thin GEMM that
         OpenBLAS runs at ~60 GFLOP/s per core on 4096 x 4096, the stacked one (K = 128 at P = 4)
@@ -658,10 +660,11 @@ class FactorExchange:
                     x = xp.asarray(entry[p][sfb_pb2.BOTTOM_DATA], dtype=w.dtype)
                     shape = (dy.shape[1], x.shape[1])
                     if shape != tuple(w.shape) or dy.shape[0] != x.shape[0]:
-                        raise ValueError(f"factors of layer '{self.plans[j].layer}' from worker {p} "
-                                         f"({dy.shape[0]} x {dy.shape[1]} top diff, {x.shape[0]} x "
-                                         f"{x.shape[1]} bottom) do not give the {tuple(w.shape)} "
-                                         f"weight's gradient")
+                        raise ValueError(
+                            f"factors of layer '{self.plans[j].layer}' from worker {p} "
+                            f"({dy.shape[0]} x {dy.shape[1]} top diff, {x.shape[0]} x "
+                            f"{x.shape[1]} bottom) do not give the {tuple(w.shape)} "
+                            f"weight's gradient")
                     dys.append(dy)
                     xs.append(x)
                 g = self._buffer(j, shape, w.dtype, xp)

@@ -6,11 +6,12 @@ per-output-channel bias. Layout NCHW; weight ``(O, C/group, kh, kw)``. Works for
 (float32 in the engine, float64 in gradient tests); the result has ``x``'s dtype.
 
 Method: im2col + one GEMM per (group, batch chunk). On the CPU the batch is cut into chunks whose
-column matrix is about 1 MB, so the column copy and the GEMM that consumes it stay in cache (measured
-~2x faster than one batch-wide column matrix, which is memory-bound on these machines). On a
-GPU a chunk holds up to 1 GB of columns, usually the whole batch (``_chunk``). Columns are built
-from a strided view in one copy (NHWC rows, see ``im2col.py``), or in Caffe's channel-major order when a
-group has <= 4 channels. 1x1 / stride 1 / pad 0 convolutions skip columns: a batched GEMM.
+column matrix is about 1 MB, so the column copy and the GEMM that consumes it stay in cache
+(measured ~2x faster than one batch-wide column matrix, which is memory-bound on these machines).
+On a GPU a chunk holds up to 1 GB of columns, usually the whole batch (``_chunk``). Columns are
+built from a strided view in one copy (NHWC rows, see ``im2col.py``), or in Caffe's channel-major
+order when a group has <= 4 channels. 1x1 / stride 1 / pad 0 convolutions skip columns: a
+batched GEMM.
 
 Backward-data with stride 1 is a forward convolution of ``dy`` with the flipped, transposed kernel
 (pad ``d*(k-1) - pad``), which reuses the fast forward; other strides use a GEMM to column

@@ -48,3 +48,28 @@ def run_forward(layer, bottom, n_top=1, dtype=None):
     layer.setup(bottom, top)
     layer.forward(bottom, top)
     return top
+
+
+def run_both_ways(spec, x, dy, init=None):
+    """Run a one-bottom layer out of place and in place (top blob == bottom blob) on input ``x``
+    with top gradient ``dy`` (float64 arrays): setup, ``init(layer)`` if given (e.g. to set its
+    weights), forward, backward. Returns ``[out_of_place, in_place]``, each a dict with ``top``
+    (the forward output), ``bottom_diff``, ``params`` and ``param_diffs`` (copies), so a test can
+    assert that running in place changes nothing."""
+    results = []
+    for in_place in (False, True):
+        layer = make_layer(spec)
+        bottom = make_blobs([x.shape])
+        bottom[0].data[...] = x
+        top = bottom if in_place else [Blob(dtype=np.float64)]
+        layer.setup(bottom, top)
+        if init is not None:
+            init(layer)
+        layer.forward(bottom, top)
+        out = top[0].data.copy()
+        top[0].diff[...] = dy
+        layer.backward(top, [True], bottom)
+        results.append({"top": out, "bottom_diff": bottom[0].diff.copy(),
+                        "params": [b.data.copy() for b in layer.blobs],
+                        "param_diffs": [b.diff.copy() for b in layer.blobs]})
+    return results

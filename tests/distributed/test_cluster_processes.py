@@ -125,9 +125,8 @@ def test_two_workers_per_client_match_single_node(tmp_path, svb):
         assert rel_diff(got[k], ref[k]) < 1e-4, k
     assert (run_dir / "client_0.worker_1.log").exists() and (run_dir / "client_1.worker_1.log").exists()
     assert (run_dir / "stats.client1.worker1.json").exists()
-    stats = [json.loads((run_dir / f).read_text()) for f in
-             ("stats.client0.worker0.json", "stats.client0.worker1.json", "stats.client1.worker0.json",
-              "stats.client1.worker1.json")]
+    stats = [json.loads((run_dir / f"stats.client{k}.worker{t}.json").read_text())
+             for k in (0, 1) for t in (0, 1)]
     for st in stats:
         sfb_rows = {row["param"]: row for row in st["sfb_layers"]}
         if svb == "off":

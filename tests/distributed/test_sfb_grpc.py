@@ -79,7 +79,8 @@ def test_worker_directory_registers_looks_up_and_names_what_is_missing():
             sfb.lookup_worker(address, "10.0.0.7", "job-a", 1, deadline_s=1.0)
         assert time.monotonic() - t0 < 5
         sfb.register_worker(address, "job-a", 1, 40123, deadline_s=5.0)
-        assert sfb.lookup_worker(address, "10.0.0.7", "job-a", 1, deadline_s=5.0) == "10.0.0.7:40123"
+        found = sfb.lookup_worker(address, "10.0.0.7", "job-a", 1, deadline_s=5.0)
+        assert found == "10.0.0.7:40123"
         with pytest.raises(ClusterError, match="SFB directory of job 'job-a' got b'job-b"):
             sfb.register_worker(address, "job-b", 2, 1, deadline_s=5.0)
     finally:

@@ -7,7 +7,8 @@ from poseidon_cli import backend
 from poseidon_cli.blob import Blob
 from poseidon_cli.errors import NetError
 from poseidon_cli.layers import TEST, TRAIN
-from poseidon_cli.testing import GradientChecker, make_blobs, make_layer, run_forward
+from poseidon_cli.testing import (GradientChecker, make_blobs, make_layer, run_both_ways,
+                                  run_forward)
 
 
 def _xps():
@@ -154,24 +155,14 @@ def test_in_place_matches_out_of_place(use_global):
     rng = np.random.default_rng(9)
     x = rng.normal(size=(3, 2, 4))
     dy = rng.normal(size=x.shape)
-    results = []
-    for in_place in (False, True):
-        layer = make_layer(spec)
-        b = make_blobs([x.shape])
-        b[0].data[...] = x
-        top = b if in_place else [Blob(dtype=np.float64)]
-        layer.setup(b, top)
+
+    def init(layer):
         for bl, v in zip(layer.blobs, ([0.5, -1.0], [3.0, 2.0], [1.0])):
             bl.data[...] = v
-        layer.forward(b, top)
-        y = top[0].data.copy()
-        top[0].diff[...] = dy
-        layer.backward(top, [True], b)
-        results.append((y, b[0].diff.copy(), [bl.data.copy() for bl in layer.blobs]))
-    (y0, d0, s0), (y1, d1, s1) = results
-    np.testing.assert_allclose(y1, y0, rtol=1e-12)
-    np.testing.assert_allclose(d1, d0, rtol=1e-12, atol=1e-14)
-    for a, c in zip(s0, s1):
+    out, inp = run_both_ways(spec, x, dy, init)
+    np.testing.assert_allclose(inp["top"], out["top"], rtol=1e-12)
+    np.testing.assert_allclose(inp["bottom_diff"], out["bottom_diff"], rtol=1e-12, atol=1e-14)
+    for a, c in zip(out["params"], inp["params"]):
         np.testing.assert_allclose(a, c)
 
 

@@ -5,7 +5,8 @@ import pytest
 from poseidon_cli import backend
 from poseidon_cli.blob import Blob
 from poseidon_cli.errors import NetError
-from poseidon_cli.testing import check_layer_gradients, make_blobs, make_layer, run_forward
+from poseidon_cli.testing import (check_layer_gradients, make_blobs, make_layer, run_both_ways,
+                                  run_forward)
 
 
 def _xps():
@@ -99,19 +100,8 @@ def test_in_place_matches_out_of_place(normalize):
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 3, 5))
     dy = rng.normal(size=x.shape)
-    results = []
-    for in_place in (False, True):
-        layer = make_layer(spec)
-        b = make_blobs([x.shape])
-        b[0].data[...] = x
-        top = b if in_place else [Blob(dtype=np.float64)]
-        layer.setup(b, top)
-        layer.forward(b, top)
-        y = top[0].data.copy()
-        top[0].diff[...] = dy
-        layer.backward(top, [True], b)
-        results.append((y, b[0].diff.copy()))
-    (y0, d0), (y1, d1) = results
-    np.testing.assert_allclose(y0, reference(x, False, normalize == "true", 1e-9), rtol=1e-12)
-    np.testing.assert_allclose(y1, y0, rtol=1e-12)
-    np.testing.assert_allclose(d1, d0, rtol=1e-12, atol=1e-14)
+    out, inp = run_both_ways(spec, x, dy)
+    np.testing.assert_allclose(out["top"], reference(x, False, normalize == "true", 1e-9),
+                               rtol=1e-12)
+    np.testing.assert_allclose(inp["top"], out["top"], rtol=1e-12)
+    np.testing.assert_allclose(inp["bottom_diff"], out["bottom_diff"], rtol=1e-12, atol=1e-14)

@@ -6,7 +6,8 @@ from poseidon_cli import backend
 from poseidon_cli.blob import Blob
 from poseidon_cli.errors import NetError
 from poseidon_cli.layers import TEST
-from poseidon_cli.testing import check_layer_gradients, make_blobs, make_layer, run_forward
+from poseidon_cli.testing import (check_layer_gradients, make_blobs, make_layer, run_both_ways,
+                                  run_forward)
 
 
 def _xps():
@@ -86,18 +87,11 @@ def test_in_place_keeps_input_for_gamma_gradient():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 3, 4))
     dy = rng.normal(size=x.shape)
-    grads = []
-    for in_place in (False, True):
-        layer = make_layer('type: "Scale" scale_param { bias_term: true }')
-        b = make_blobs([x.shape])
-        b[0].data[...] = x
-        top = b if in_place else [Blob(dtype=np.float64)]
-        layer.setup(b, top)
+
+    def init(layer):
         layer.blobs[0].data[...] = [0.5, -2.0, 3.0]
-        layer.forward(b, top)
-        top[0].diff[...] = dy
-        layer.backward(top, [True], b)
-        grads.append((b[0].diff.copy(), layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()))
+    runs = run_both_ways('type: "Scale" scale_param { bias_term: true }', x, dy, init)
+    grads = [(r["bottom_diff"], *r["param_diffs"]) for r in runs]
     for a, c in zip(*grads):
         np.testing.assert_allclose(c, a, rtol=1e-12)
     np.testing.assert_allclose(grads[1][1], (dy * x).sum(axis=(0, 2)))
