@@ -1,0 +1,187 @@
+"""Python: a layer whose code is a user's Python class (pycaffe's ``type: "Python"``).
+
+Fields: ``python_param { module layer param_str share_in_parallel }``. ``module`` is imported
+with ``importlib`` from ``sys.path``; when it is not found there the working directory is tried
+too (as running a script from that directory would). ``layer`` names a class in it, normally a
+subclass of :class:`UserLayer` (exported as ``poseidon_cli.Layer``, pycaffe's ``caffe.Layer``).
+
+The user's class is built as ``cls(layer_param)`` and, before its ``setup`` runs, given:
+
+* ``self.param_str``: ``python_param.param_str`` (a string the layer parses itself);
+* ``self.phase``: 0 (TRAIN) or 1 (TEST);
+* ``self.blobs``: the layer's parameter blobs; ``self.blobs.add_blob(*shape)`` appends a zero
+  Blob. Blobs added in ``setup`` are learnable params like any layer's: ``param { lr_mult }``
+  applies, solvers update them, snapshots and ``Net.save`` store them, ``copy_from`` loads them.
+
+Calls, with Caffe's order: ``setup(bottom, top)`` once, ``reshape(bottom, top)`` after setup and
+before every ``forward(bottom, top)``, ``backward(top, propagate_down, bottom)``. ``bottom`` and
+``top`` are lists of ``Blob`` (``.data``, ``.diff``, ``.reshape(*shape)``, ``.shape``, ``.num``,
+``.count``); arrays are NumPy on the CPU (CuPy when the net runs on a GPU). A Python layer is no
+loss unless its prototxt gives ``loss_weight``, as in Caffe.
+
+``share_in_parallel`` is accepted and has no effect: every worker process builds its own
+instance of the class.
+
+Attributes the user's object sets (``net.layers[i].my_field``) read through the Net's layer.
+
+Errors: ``NetError`` for a missing module or class; an exception raised inside the user's code
+becomes :class:`PythonLayerError` naming the layer, the module and class and the method, chained
+to (``from``) the original so its traceback stays; the CLI prints the user's frames under the
+one-line message.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+from ..errors import NetError, PoseidonError
+from . import register
+from .base import Layer
+
+
+class BlobVec(list):
+    """A layer's parameter blobs as pycaffe shows them: a list with ``add_blob(*shape)``."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self._layer = layer
+
+    def add_blob(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        blob = self._layer.new_blob(tuple(int(s) for s in shape))
+        self.append(blob)
+        return blob
+
+
+class UserLayer:
+    """Base class for Python layers (``poseidon_cli.Layer``). Override what the layer needs;
+    the defaults do nothing (a layer without ``backward`` passes no gradient)."""
+
+    def __init__(self, param=None):
+        self.layer_param = param
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+class PythonLayerError(NetError):
+    """An exception raised inside a Python layer's own code. ``user_traceback`` holds the
+    formatted frames of the user's code (the CLI prints them below the one-line message)."""
+
+    def __init__(self, message, user_traceback: str):
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+    def one_line(self) -> str:
+        head = super().one_line()
+        return f"{head}\n{self.user_traceback.rstrip()}" if self.user_traceback else head
+
+
+def _user_frames(exc, skip: int) -> str:
+    """The traceback of ``exc`` without its first ``skip`` frames (ours)."""
+    tb = exc.__traceback__
+    for _ in range(skip):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    lines = traceback.format_exception(type(exc), exc, tb)
+    return "".join(lines)
+
+
+def _import_module(name, layer):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name.split(".")[0] and exc.name != name:
+            raise _wrap(layer, "import", exc, skip=0) from exc
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.append(cwd)
+            try:
+                return importlib.import_module(name)
+            except ModuleNotFoundError:
+                pass
+        raise layer.error(f"cannot import python_param.module '{name}' (not on sys.path nor in "
+                          f"the working directory {cwd})", ) from None
+    except PoseidonError:
+        raise
+    except Exception as exc:  # the user's module failed while importing: their traceback
+        raise _wrap(layer, "import", exc, skip=0) from exc
+
+
+def _wrap(layer, method, exc, skip=1):
+    pp = layer.param.python_param
+    where = f"{layer.describe()} [python_param module '{pp.module}' layer '{pp.layer}']"
+    text = str(exc).strip().splitlines()
+    msg = f"{where}: {method} raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
+    return PythonLayerError(msg, _user_frames(exc, skip))
+
+
+@register("Python")
+class PythonLayer(Layer):
+    """Adapter running the user's class (see the module docstring)."""
+
+    def __init__(self, param, phase=0):
+        super().__init__(param, phase)
+        self.blobs = BlobVec(self)
+        self.__dict__["_user"] = None
+
+    def __getattr__(self, name):
+        user = self.__dict__.get("_user")
+        if user is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(user, name)
+
+    @property
+    def user_layer(self):
+        """The instance of the user's class (built at setup)."""
+        return self.__dict__["_user"]
+
+    def _call(self, method, *args):
+        try:
+            return getattr(self.user_layer, method)(*args)
+        except PoseidonError:
+            raise
+        except Exception as exc:
+            raise _wrap(self, method, exc) from exc
+
+    def layer_setup(self, bottom, top):
+        pp = self.param.python_param
+        if not pp.module or not pp.layer:
+            raise self.error("python_param needs module and layer (the Python module and class "
+                             "implementing the layer)")
+        module = _import_module(pp.module, self)
+        cls = getattr(module, pp.layer, None)
+        if cls is None:
+            raise self.error(f"module '{pp.module}' ({getattr(module, '__file__', '?')}) has no "
+                             f"class '{pp.layer}'")
+        try:
+            user = cls(self.param)
+        except Exception as exc:
+            raise _wrap(self, "__init__", exc) from exc
+        user.param_str = pp.param_str
+        user.phase = self.phase
+        user.blobs = self.blobs
+        self.__dict__["_user"] = user
+        self._call("setup", bottom, top)
+
+    def reshape(self, bottom, top):
+        self._call("reshape", bottom, top)
+
+    def forward(self, bottom, top):
+        self._call("reshape", bottom, top)   # Caffe's Layer::Forward reshapes first
+        self._call("forward", bottom, top)
+
+    def backward(self, top, propagate_down, bottom):
+        self._call("backward", top, list(propagate_down), bottom)
