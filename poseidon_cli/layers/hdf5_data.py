@@ -99,6 +99,12 @@ class HDF5DataLayer(Layer):
         return r
 
     def forward(self, bottom, top):
-        rows = [self._next_row() for _ in range(self.batch_size)]
+        # a batch may span files: take each row from the file loaded when it is read
+        batch = {n: np.empty((self.batch_size,) + tuple(self.item_shapes[n]), self.dtype)
+                 for n in self.names}
+        for j in range(self.batch_size):
+            r = self._next_row()
+            for name in self.names:
+                batch[name][j] = self.arrays[name][r]
         for blob, name in zip(top, self.names):
-            blob.data[...] = self.xp.asarray(self.arrays[name][rows])
+            blob.data[...] = self.xp.asarray(batch[name])
