@@ -496,8 +496,13 @@ class Net(PycaffeNetMembers):
             for fn in hooks:
                 fn(li)
 
-    def backward_all(self):
-        self.backward_from_to(len(self.layers) - 1, 0)
+    def backward_all(self, diffs=None, **top_diffs):
+        """Backward through every layer. With pycaffe's arguments (output name -> diffs of N
+        items): batch by batch, returning {input: diff of all N} (``net_pycaffe``)."""
+        if diffs is None and not top_diffs:
+            self.backward_from_to(len(self.layers) - 1, 0)
+            return None
+        return self._backward_all_batches(diffs, top_diffs)
 
     def forward_backward(self) -> float:
         loss = self.forward_prefilled()

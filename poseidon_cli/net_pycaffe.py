@@ -13,6 +13,8 @@ Members (pycaffe semantics):
 * ``_forward(start, end)`` / ``_backward(start, end)``: layer indices, inclusive.
 * ``forward_all(blobs=None, **inputs)``: feeds inputs of any length batch by batch (the last batch
   zero-padded), returns ``{output: array}`` over all items with the padding dropped;
+  ``backward_all(diffs=None, **top_diffs)`` runs backward batch by batch on the top diffs given,
+  against the forward state the net holds (with no arguments: one plain backward pass);
   ``forward_backward_all(blobs=None, diffs=None, **inputs_and_top_diffs)`` returns
   ``(outputs, diffs)`` the same way.
 * ``set_input_arrays(data, labels)``: hands 4-D float32 ``data`` (N, C, H, W) and ``labels`` (N,)
@@ -156,6 +158,15 @@ class PycaffeNetMembers:
             for n in diff_names:
                 grads[n].append(np.array(_to_host(d[n]), copy=True))
         return self._trim(outs, fwd), self._trim(grads, fwd)
+
+    def _backward_all_batches(self, diffs, top_diffs):
+        names = list(self.inputs) + [d for d in (diffs or []) if d not in self.inputs]
+        grads = {n: [] for n in names}
+        for batch in self._batches(top_diffs):
+            d = self.backward(diffs=diffs, **batch)
+            for n in names:
+                grads[n].append(np.array(_to_host(d[n]), copy=True))
+        return self._trim(grads, top_diffs)
 
     @staticmethod
     def _trim(collected, inputs):

@@ -16,8 +16,11 @@ The user's class is built as ``cls(layer_param)`` and, before its ``setup`` runs
 Calls, with Caffe's order: ``setup(bottom, top)`` once, ``reshape(bottom, top)`` after setup and
 before every ``forward(bottom, top)``, ``backward(top, propagate_down, bottom)``. ``bottom`` and
 ``top`` are lists of ``Blob`` (``.data``, ``.diff``, ``.reshape(*shape)``, ``.shape``, ``.num``,
-``.count``); arrays are NumPy on the CPU (CuPy when the net runs on a GPU). A Python layer is no
-loss unless its prototxt gives ``loss_weight``, as in Caffe.
+``.count``); their arrays are always NumPy, as in Caffe (whose Python layers run on the CPU):
+when the net runs on a GPU the layer sees host copies of its bottoms, tops and parameter blobs,
+copied back after each call (tops' data and shapes after reshape/forward, bottoms' diffs after
+backward, parameters' data and diffs after every call). A Python layer is no loss unless its
+prototxt gives ``loss_weight``, as in Caffe.
 
 ``share_in_parallel`` is accepted and has no effect: every worker process builds its own
 instance of the class.
@@ -36,6 +39,10 @@ import os
 import sys
 import traceback
 
+import numpy as np
+
+from .. import backend
+from ..blob import Blob
 from ..errors import NetError, PoseidonError
 from . import register
 from .base import Layer
@@ -44,14 +51,14 @@ from .base import Layer
 class BlobVec(list):
     """A layer's parameter blobs as pycaffe shows them: a list with ``add_blob(*shape)``."""
 
-    def __init__(self, layer):
+    def __init__(self, make_blob):
         super().__init__()
-        self._layer = layer
+        self._make_blob = make_blob
 
     def add_blob(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        blob = self._layer.new_blob(tuple(int(s) for s in shape))
+        blob = self._make_blob(tuple(int(s) for s in shape))
         self.append(blob)
         return blob
 
@@ -132,10 +139,17 @@ def _wrap(layer, method, exc, skip=1):
 class PythonLayer(Layer):
     """Adapter running the user's class (see the module docstring)."""
 
+    #: hand the user host copies of the blobs (None: whenever the net's arrays are not NumPy)
+    host_mirror = None
+
     def __init__(self, param, phase=0):
         super().__init__(param, phase)
-        self.blobs = BlobVec(self)
+        self.blobs = BlobVec(self.new_blob)
         self.__dict__["_user"] = None
+        self._host_params = None
+
+    def _mirroring(self) -> bool:
+        return self.host_mirror if self.host_mirror is not None else self.xp is not np
 
     def __getattr__(self, name):
         user = self.__dict__.get("_user")
@@ -172,16 +186,61 @@ class PythonLayer(Layer):
             raise _wrap(self, "__init__", exc) from exc
         user.param_str = pp.param_str
         user.phase = self.phase
-        user.blobs = self.blobs
+        if self._mirroring():
+            self._host_params = BlobVec(lambda shape: Blob(shape, xp=np, dtype=self.dtype))
+            user.blobs = self._host_params
+        else:
+            user.blobs = self.blobs
         self.__dict__["_user"] = user
-        self._call("setup", bottom, top)
+        self._run("setup", bottom, top)
+        if self._host_params is not None:     # the Net trains device blobs mirroring them
+            for hb in self._host_params:
+                db = self.new_blob(hb.shape)
+                db.data[...] = self.xp.asarray(hb.data)
+                self.blobs.append(db)
 
     def reshape(self, bottom, top):
-        self._call("reshape", bottom, top)
+        self._run("reshape", bottom, top)
 
     def forward(self, bottom, top):
-        self._call("reshape", bottom, top)   # Caffe's Layer::Forward reshapes first
-        self._call("forward", bottom, top)
+        self._run("reshape", bottom, top)   # Caffe's Layer::Forward reshapes first
+        self._run("forward", bottom, top)
 
     def backward(self, top, propagate_down, bottom):
-        self._call("backward", top, list(propagate_down), bottom)
+        self._run("backward", bottom, top, list(propagate_down))
+
+    # -- calls, with host copies when the net's arrays live on a device ---------------------------
+    def _run(self, method, bottom, top, propagate_down=None):
+        if not self._mirroring():
+            args = (top, propagate_down, bottom) if method == "backward" else (bottom, top)
+            return self._call(method, *args)
+        hosts = {}
+
+        def host(blob):
+            if id(blob) not in hosts:       # an in-place top is its bottom's host copy too
+                h = Blob(blob.shape, xp=np, dtype=blob.dtype)
+                h.data[...] = backend.to_host(blob.data)
+                h.diff[...] = backend.to_host(blob.diff)
+                hosts[id(blob)] = h
+            return hosts[id(blob)]
+
+        hb, ht = [host(b) for b in bottom], [host(t) for t in top]
+        pairs = list(zip(self.blobs, self._host_params or []))
+        for dev, h in pairs:
+            h.data[...] = backend.to_host(dev.data)
+            h.diff[...] = backend.to_host(dev.diff)
+        if method == "backward":
+            self._call(method, ht, propagate_down, hb)
+            for dev, h, down in zip(bottom, hb, propagate_down):
+                if down:
+                    dev.diff[...] = self.xp.asarray(h.diff)
+        else:
+            self._call(method, hb, ht)
+            for dev, h in zip(top, ht):
+                if dev.shape != h.shape:
+                    dev.reshape(h.shape)
+                if method == "forward":
+                    dev.data[...] = self.xp.asarray(h.data)
+        for dev, h in pairs:
+            dev.data[...] = self.xp.asarray(h.data)
+            dev.diff[...] = self.xp.asarray(h.diff)

@@ -11,7 +11,7 @@ from google.protobuf import text_format
 import poseidon_cli as caffe
 from poseidon_cli._proto import caffe_pb2
 from poseidon_cli.errors import NetError
-from poseidon_cli.layers.python_layer import PythonLayerError
+from poseidon_cli.layers.python_layer import PythonLayer, PythonLayerError
 from poseidon_cli.net import Net
 
 _ids = itertools.count()
@@ -54,6 +54,13 @@ def helper_that_fails(bottom):
 '''
 
 
+@pytest.fixture(params=[False, True], ids=["direct", "host-copies"])
+def mirror(request, monkeypatch):
+    """Run once on the net's own arrays and once through the host copies a GPU net uses."""
+    monkeypatch.setattr(PythonLayer, "host_mirror", request.param)
+    return request.param
+
+
 def write_module(tmp_path, monkeypatch, source=SCALE_MODULE):
     name = f"user_pylayer_{next(_ids)}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
@@ -75,10 +82,11 @@ def build(text, phase=caffe.TRAIN):
     return Net(text_format.Parse(text, caffe_pb2.NetParameter()), phase)
 
 
-def test_forward_backward_param_str_phase_and_learnable_blob(tmp_path, monkeypatch):
+def test_forward_backward_param_str_phase_and_learnable_blob(tmp_path, monkeypatch, mirror):
     mod = write_module(tmp_path, monkeypatch)
     net = build(net_text(mod), caffe.TEST)
     layer = net.layer_dict["scale"]
+    assert (layer.user_layer.blobs is not layer.blobs) == mirror
     assert layer.type == "Python" and layer.seen_phase == caffe.TEST and layer.init == 2.5
     assert len(net.params["scale"]) == 1 and net.learnable_params[0] is net.params["scale"][0]
     x = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
@@ -121,7 +129,7 @@ def test_missing_module_or_class_is_a_net_error(tmp_path, monkeypatch):
         build(net_text("no_such_mod_xyz"))
 
 
-def test_learnable_blob_updated_snapshotted_and_resumed(tmp_path, monkeypatch):
+def test_learnable_blob_updated_snapshotted_and_resumed(tmp_path, monkeypatch, mirror):
     mod = write_module(tmp_path, monkeypatch)
     # y = a * x fit to target 3 x: the solver must move a from 1 to 3.
     net = f'''
@@ -178,3 +186,27 @@ def test_cli_prints_user_traceback_under_one_line(tmp_path, monkeypatch):
     err = r.stderr[r.stderr.index("poseidon: error:"):]
     assert err.startswith("poseidon: error: layer 'scale' (type Python)")
     assert "helper_that_fails" in err and "ValueError: user bug in forward" in err
+
+
+@pytest.mark.gpu
+def test_python_layer_sees_numpy_on_a_gpu_net(tmp_path, monkeypatch):
+    from poseidon_cli import backend
+    if not backend.gpu_available():
+        pytest.skip("no GPU")
+    mod = write_module(tmp_path, monkeypatch, SCALE_MODULE + """
+class Check(Scale):
+    def forward(self, bottom, top):
+        assert type(bottom[0].data) is np.ndarray and type(self.blobs[0].data) is np.ndarray
+        Scale.forward(self, bottom, top)
+""")
+    cp = backend.use_gpu(0)
+    try:
+        net = Net(text_format.Parse(net_text(mod, layer="Check"), caffe_pb2.NetParameter()),
+                  caffe.TRAIN, xp=cp)
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        net.forward(x=x)
+        assert np.allclose(backend.to_host(net.blobs["y"].data), 2.5 * x)
+        net.backward()
+        assert float(backend.to_host(net.params["scale"][0].diff)[0]) != 0
+    finally:
+        backend.use_cpu()
