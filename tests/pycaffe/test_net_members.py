@@ -84,6 +84,10 @@ def test_forward_all_pads_the_last_batch_and_drops_the_padding(proto):
     outs, diffs = net.forward_backward_all(data=x, out=np.ones((7, 2), np.float32))
     assert outs["out"].shape == (7, 2) and diffs["data"].shape == (7, 4)
     assert np.allclose(diffs["data"], (3 * (x @ W.T + bias > 0)) @ W, rtol=1e-5)
+    net.forward(data=x[:3])
+    back = net.backward_all(out=np.full((3, 2), 2, np.float32))
+    assert back["data"].shape == (3, 4)
+    assert np.allclose(back["data"], (6 * (x[:3] @ W.T + bias > 0)) @ W, rtol=1e-5)
 
 
 MEMORY_NET = '''
