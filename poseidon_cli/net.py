@@ -4,7 +4,8 @@ Construction (``Net(net, phase=TRAIN, weights=None, *, stages=(), level=0, conte
 seed=None, xp=None, base_dir=None, dtype=np.float32)``):
 
 1. ``net`` is a prototxt path (read and upgraded with ``config.load_net_param``) or a NetParameter
-   (copied, upgraded, data paths resolved against ``base_dir`` when given).
+   (copied, upgraded, data paths resolved against ``base_dir`` when given). pycaffe's legacy form
+   ``Net(net, weights, phase)`` means the same as ``Net(net, phase, weights)``.
 2. NetState = the net's ``state`` with ``phase`` replaced, ``level`` replaced when non-zero and
    ``stages`` added. Layers are kept or dropped by their include/exclude NetStateRules (Caffe's
    ``StateMeetsRule``), BEFORE split insertion.
@@ -553,7 +554,8 @@ class Net(PycaffeNetMembers):
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
         """pycaffe ``backward``: set the given blobs' diffs, run backward from ``start`` down to
-        ``end`` (names), return {input: diff} for the net inputs plus any names in ``diffs``."""
+        ``end`` (names), return {name: diff} for the net inputs (the bottoms of ``end`` when it
+        is given) plus any names in ``diffs``."""
         for name, value in top_diffs.items():
             if name not in self.blobs:
                 raise NetError(f"net '{self.name}': no blob named '{name}'")

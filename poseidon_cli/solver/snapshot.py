@@ -114,6 +114,21 @@ def blobproto_to_array(bp) -> np.ndarray:
     return np.asarray(bp.data, dtype=np.float32)
 
 
+def restore_weights(net, path: str):
+    """Load a snapshot's learned_net into ``net`` after checking it fits (``check_model_matches``:
+    for HDF5, the blobs it stores, as shared params are stored once)."""
+    model = load_learned_net(path)
+    check_model_matches(net, model, path, stored_once=path.endswith(".h5"))
+    if path.endswith(".h5"):
+        from ..errors import ConfigError
+        try:
+            _h5(path).load_net(net, path)
+        except ConfigError as exc:
+            raise SolverError(str(exc)) from None
+    else:
+        net.copy_from(model)
+
+
 def write_solverstate(path: str, it: int, learned_net: str, history_flat, current_step: int = 0):
     """A SolverState file; Caffe's HDF5 layout when ``path`` ends with ``.h5``."""
     if path.endswith(".h5"):
@@ -156,9 +171,11 @@ def locate_learned_net(state_path: str, learned_net: str) -> str:
                       "keep the .caffemodel next to its .solverstate")
 
 
-def check_model_matches(net, model, where: str):
+def check_model_matches(net, model, where: str, stored_once: bool = False):
     """Raise unless ``model`` (a NetParameter with blobs) fits ``net``: same name (when both have
-    one) and, for every layer of ``net`` with params, a layer of that name with the same blob shapes."""
+    one) and, for every layer of ``net`` with params, a layer of that name with the same blob shapes.
+    ``stored_once`` (HDF5 files, which store a shared param under its owner only): only the layer
+    names are checked here; loading checks each stored blob's shape."""
     if model.name and net.name and model.name != net.name:
         raise SolverError(f"{where}: snapshot is of net '{model.name}' but the solver trains "
                           f"'{net.name}'", "resume with the solver that wrote the snapshot")
@@ -170,6 +187,8 @@ def check_model_matches(net, model, where: str):
         if lp is None:
             raise SolverError(f"{where}: snapshot has no layer '{name}' of net '{net.name}'",
                               "resume with the solver that wrote the snapshot")
+        if stored_once:
+            continue    # blob indices and shapes are checked while loading (hdf5.load_net)
         if len(lp.blobs) != len(layer.blobs):
             raise SolverError(f"{where}: layer '{name}' has {len(lp.blobs)} blob(s) in the snapshot "
                               f"but {len(layer.blobs)} in the net")

@@ -29,6 +29,8 @@ Hooks for distributed training (this module never imports ps/distributed):
   gradients to a parameter server and pull fresh weights);
 * ``callbacks``: objects with any of ``on_start(solver)`` (before forward/backward),
   ``on_gradients_ready(solver)`` (after it, before the update) and ``on_iteration_end(solver)``;
+* pycaffe's ``add_callback(on_start, on_gradients)``: argument-less functions called before
+  forward/backward and before the update; :attr:`lr` is the rate the next update uses;
 * :meth:`compute_update_value` (one param: normalize, regularize, rule) and :attr:`rule` for
   layer-wise updates; :meth:`reduce_outputs` to average displayed values over workers.
 
@@ -214,16 +216,17 @@ class Solver:
         for path in paths:
             if not os.path.isfile(path):
                 raise SolverError(f"{path}: weights file does not exist")
-            model = config.load_caffemodel(path)
+            model = snap.load_learned_net(path)
             matching = [lp.name for lp in model.layer if lp.name in names and len(lp.blobs)]
             if not matching:
                 raise SolverError(f"{path}: no layer of this model matches a layer of net "
                                   f"'{self.net.name}' by name",
                                   "fine-tuning copies weights by layer name; rename the layers")
             self.log.info(f"Finetuning from {path} ({len(matching)} layer(s) copied)")
-            self.net.copy_from(model)
+            source = path if path.endswith(".h5") else model   # .h5 holds shared params once
+            self.net.copy_from(source)
             for tn in self.test_nets:
-                tn.copy_from(model)
+                tn.copy_from(source)
 
     # -- the loop ----------------------------------------------------------------------------------
     def solve(self, resume_file=None):
@@ -489,9 +492,7 @@ class Solver:
         state = snap.read_solverstate(path)
         learned = snap.locate_learned_net(path, state.learned_net)
         if learned:
-            model = snap.load_learned_net(learned)
-            snap.check_model_matches(self.net, model, learned)
-            self.net.copy_from(model)
+            snap.restore_weights(self.net, learned)
         params = self.net.learnable_params
         flat = snap.history_from_state(state, params, self.rule.num_history, path,
                                        backend.get_array_module(params[0].data) if params else np)

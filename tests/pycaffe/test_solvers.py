@@ -135,3 +135,36 @@ def test_relative_snapshot_prefix_resolves_against_working_directory(tmp_path, m
     s.snapshot()
     assert (tmp_path / "out" / "lin_iter_1.caffemodel").is_file()
     assert not (sub / "out").exists()
+
+
+SHARED = '''
+name: "shared"
+layer { name: "x" type: "DummyData" top: "x" top: "t"
+  dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 dim: 3 }
+    data_filler { type: "constant" value: 0.5 } data_filler { type: "constant" value: -1 } } }
+layer { name: "a" type: "InnerProduct" bottom: "x" top: "a" param { name: "w" } param { name: "b1" }
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "b" type: "InnerProduct" bottom: "a" top: "y" param { name: "w" } param { name: "b2" }
+  inner_product_param { num_output: 3 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+'''
+
+
+def test_hdf5_stores_a_shared_param_once_and_resumes(tmp_path, monkeypatch):
+    h5py = pytest.importorskip("h5py")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.prototxt").write_text(SHARED)
+    (tmp_path / "solver.prototxt").write_text(SOLVER.format(
+        extra='snapshot_prefix: "sh" snapshot_format: HDF5'))
+    full = caffe.SGDSolver("solver.prototxt")
+    full.step(4)
+    half = caffe.SGDSolver("solver.prototxt")
+    half.step(2)
+    state = half.snapshot()
+    with h5py.File("sh_iter_2.caffemodel.h5", "r") as f:
+        assert sorted(f["data/a"].keys()) == ["0", "1"] and sorted(f["data/b"].keys()) == ["1"]
+    resumed = caffe.SGDSolver("solver.prototxt")
+    resumed.restore(state)
+    resumed.step(2)
+    for a, b in zip(weights(resumed), weights(full)):
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
