@@ -11,8 +11,9 @@ pycaffe's interface: a script written for pycaffe runs with ``import poseidon_cl
     net = caffe.Net("deploy.prototxt", "model.caffemodel", caffe.TEST)
 
 ``poseidon_cli.layers`` is both the layer package and pycaffe's NetSpec ``layers`` (its CamelCase
-attributes, ``layers.Convolution``, make NetSpec layers). Importing the package is cheap and never touches CUDA; every name below loads on first use
-(README, "Python (pycaffe-style)", lists where poseidon differs from pycaffe).
+attributes, ``layers.Convolution``, make NetSpec layers). Importing the package is cheap and never
+touches CUDA; every name below loads on first use (README, "Python (pycaffe-style)", lists where
+poseidon differs from pycaffe).
 """
 import importlib
 

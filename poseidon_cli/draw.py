@@ -24,8 +24,8 @@ def _pydot():
     try:
         import pydot
     except ImportError:
-        raise ImportError("caffe.draw needs pydot: pip install 'poseidon-cli[draw]' (or: pip install "
-                          "pydot; image formats also need Graphviz)") from None
+        raise ImportError("caffe.draw needs pydot: pip install 'poseidon-cli[draw]' (or: pip "
+                          "install pydot; image formats also need Graphviz)") from None
     return pydot
 
 

@@ -46,7 +46,8 @@ class MemoryDataLayer(Layer):
             if not arr.flags.c_contiguous:
                 raise self.error(f"set_input_arrays: {name} must be C-contiguous")
         if data.ndim != 4 or data.shape[1:] != self.item_shape:
-            raise self.error(f"set_input_arrays: data must have shape (N, {', '.join(map(str, self.item_shape))}), "
+            dims = ", ".join(map(str, self.item_shape))
+            raise self.error(f"set_input_arrays: data must have shape (N, {dims}), "
                              f"got {data.shape}")
         if labels.shape != (data.shape[0], 1, 1, 1):
             raise self.error(f"set_input_arrays: labels must have shape ({data.shape[0]}, 1, 1, 1) "

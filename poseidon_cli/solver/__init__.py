@@ -23,8 +23,8 @@ from .lr_policy import LrSchedule, learning_rate
 from .solver import Solver
 from .updates import UPDATE_RULES, clip_gradients, make_rule, regularize
 
-__all__ = ["get_solver", "solver_param_with", "Solver", "UPDATE_RULES", "learning_rate", "LrSchedule", "make_rule",
-           "regularize", "clip_gradients"]
+__all__ = ["get_solver", "solver_param_with", "Solver", "UPDATE_RULES", "learning_rate",
+           "LrSchedule", "make_rule", "regularize", "clip_gradients"]
 
 _SOLVER_FIELDS = set(caffe_pb2.SolverParameter.DESCRIPTOR.fields_by_name)
 

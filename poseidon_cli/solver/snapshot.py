@@ -9,8 +9,9 @@ then, for AdaDelta/Adam, every param's second).
 With ``snapshot_format: HDF5`` the files are ``.caffemodel.h5`` / ``.solverstate.h5`` in Caffe's
 HDF5 layouts (``poseidon_cli.hdf5``; a ``.h5`` path is read that way too).
 
-Errors (``SolverError``, one line): HDF5 without h5py installed, a solverstate whose history does not fit the net (count or shape), a learned_net whose name or
-blob shapes differ from the net being trained, a missing learned_net file.
+Errors (``SolverError``, one line): HDF5 without h5py installed, a solverstate whose history does
+not fit the net (count or shape), a learned_net whose name or blob shapes differ from the net
+being trained, a missing learned_net file.
 """
 from __future__ import annotations
 

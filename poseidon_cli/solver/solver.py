@@ -502,7 +502,6 @@ class Solver:
         self.schedule.current_step = int(state.current_step)
         self.last_snapshot = path
 
-
     # -- pycaffe members -------------------------------------------------------------------------
     def add_callback(self, on_start, on_gradients):
         """pycaffe ``add_callback``: ``on_start()`` runs before each iteration's forward/backward,
