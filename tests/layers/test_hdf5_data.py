@@ -62,3 +62,19 @@ def test_missing_dataset_is_a_data_error(tmp_path):
     (tmp_path / "l.txt").write_text(str(p))
     with pytest.raises(DataError, match="has no dataset 'label'"):
         net(tmp_path / "l.txt", 1, tmp_path / "o.h5")
+
+
+def test_shuffle_visits_every_row_once_per_pass(tmp_path):
+    listing, data, label = write_files(tmp_path, [4, 4])
+    n = Net(text_format.Parse(f'''
+layer {{ name: "h5" type: "HDF5Data" top: "data" top: "label"
+  hdf5_data_param {{ source: "{listing}" batch_size: 2 shuffle: true }} }}
+''', caffe_pb2.NetParameter()), 0, seed=3)
+    seen = []
+    for _ in range(8):           # two passes over 8 rows
+        n.forward()
+        for row, lab in zip(n.blobs["data"].data, n.blobs["label"].data):
+            assert np.array_equal(row, data[list(label).index(lab)])   # rows stay with labels
+            seen.append(float(lab))
+    assert sorted(seen[:8]) == sorted(label.tolist()) and sorted(seen[8:]) == sorted(label.tolist())
+    assert seen[:8] != sorted(seen[:8]) or seen[8:] != sorted(seen[8:])   # actually shuffled
