@@ -263,6 +263,7 @@ class Net(PycaffeNetMembers):
         self._after_backward = []
         self.params_without_diff = frozenset()
         self._build()
+        self._follow_python_reshapes()
         if weights:
             self.copy_from(weights)
 

@@ -11,6 +11,8 @@ Members (pycaffe semantics):
   ``_inputs``, ``_outputs`` (names), ``blob_loss_weights``: ``{blob name: loss weight}`` (0 for
   blobs that are no loss).
 * ``_forward(start, end)`` / ``_backward(start, end)``: layer indices, inclusive.
+* In a net holding a Python layer, a layer whose bottoms changed shape is reshaped before its
+  forward (Caffe reshapes every layer on every forward).
 * ``forward_all(blobs=None, **inputs)``: feeds inputs of any length batch by batch (the last batch
   zero-padded), returns ``{output: array}`` over all items with the padding dropped;
   ``backward_all(diffs=None, **top_diffs)`` runs backward batch by batch on the top diffs given,
@@ -100,6 +102,28 @@ class PycaffeNetMembers:
                 if w:
                     weights[name] = float(w)
         return weights
+
+    # -- reshapes --------------------------------------------------------------------------------
+    def _follow_python_reshapes(self):
+        """Caffe reshapes every layer before its forward; poseidon reshapes the net when an input's
+        shape changed. A Python layer may change its tops' shapes in its own reshape (a last,
+        smaller batch), so in a net holding one, a layer whose bottoms changed shape since it was
+        last shaped is reshaped before its forward (a before_forward hook)."""
+        if not any(layer.type == "Python" for layer in self.layers):
+            return
+        shaped = [tuple(b.shape for b in bottoms) for bottoms in self.bottom_vecs]
+
+        def reshape_if_moved(li):
+            shapes = tuple(b.shape for b in self.bottom_vecs[li])
+            if shapes != shaped[li]:
+                shaped[li] = shapes
+                layer, tops = self.layers[li], self.top_vecs[li]
+                layer.reshape(self.bottom_vecs[li], tops)
+                for blob, w in zip(tops, layer.loss_weights):
+                    if w:
+                        blob.diff[...] = w
+
+        self.add_before_forward(reshape_if_moved)
 
     # -- running by index ------------------------------------------------------------------------
     def _forward(self, start, end):

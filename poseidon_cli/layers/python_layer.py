@@ -14,7 +14,8 @@ The user's class is built as ``cls(layer_param)`` and, before its ``setup`` runs
   applies, solvers update them, snapshots and ``Net.save`` store them, ``copy_from`` loads them.
 
 Calls, with Caffe's order: ``setup(bottom, top)`` once, ``reshape(bottom, top)`` after setup and
-before every ``forward(bottom, top)``, ``backward(top, propagate_down, bottom)``. ``bottom`` and
+before every ``forward(bottom, top)``, ``backward(top, propagate_down, bottom)``. When ``reshape``
+changes the tops' shapes, the Net reshapes the layers after it (``net_pycaffe``). ``bottom`` and
 ``top`` are lists of ``Blob`` (``.data``, ``.diff``, ``.reshape(*shape)``, ``.shape``, ``.num``,
 ``.count``); their arrays are always NumPy, as in Caffe (whose Python layers run on the CPU):
 when the net runs on a GPU the layer sees host copies of its bottoms, tops and parameter blobs,

@@ -210,3 +210,37 @@ class Check(Scale):
         assert float(backend.to_host(net.params["scale"][0].diff)[0]) != 0
     finally:
         backend.use_cpu()
+
+
+VARIABLE_BATCH = '''
+import numpy as np
+import poseidon_cli as caffe
+
+class Batches(caffe.Layer):
+    """Batches of 4 then 2 rows, alternating (a data layer whose last batch is smaller)."""
+    def setup(self, bottom, top):
+        self.k = 0
+    def reshape(self, bottom, top):
+        top[0].reshape(4 if self.k % 2 == 0 else 2, 3)
+    def forward(self, bottom, top):
+        n = top[0].data.shape[0]
+        top[0].data[...] = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + self.k
+        self.k += 1
+'''
+
+
+def test_layers_after_a_python_layer_follow_its_shape_changes(tmp_path, monkeypatch, mirror):
+    mod = write_module(tmp_path, monkeypatch, VARIABLE_BATCH)
+    net = build(f'''
+layer {{ name: "src" type: "Python" top: "x" python_param {{ module: "{mod}" layer: "Batches" }} }}
+layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+  inner_product_param {{ num_output: 2 weight_filler {{ type: "gaussian" std: 1 }} }} }}
+layer {{ name: "sq" type: "Power" bottom: "y" top: "z" power_param {{ power: 2 }} }}
+''')
+    W, b = net.params["ip"][0].data.copy(), net.params["ip"][1].data.copy()
+    for k in range(4):
+        out = net.forward()
+        n = 4 if k % 2 == 0 else 2
+        x = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + k
+        assert out["z"].shape == (n, 2)
+        assert np.allclose(out["z"], (x @ W.T + b) ** 2, rtol=1e-5)
