@@ -97,43 +97,53 @@ class PythonLayerError(NetError):
         return f"{head}\n{self.user_traceback.rstrip()}" if self.user_traceback else head
 
 
-def _user_frames(exc, skip: int) -> str:
-    """The traceback of ``exc`` without its first ``skip`` frames (ours)."""
+def _ours(tb) -> bool:
+    name = tb.tb_frame.f_code.co_filename
+    return name == __file__ or name.startswith("<frozen") or f"{os.sep}importlib{os.sep}" in name
+
+
+def _user_frames(exc) -> str:
+    """The traceback of ``exc`` from the first frame of the user's code on (ours and
+    importlib's frames dropped)."""
     tb = exc.__traceback__
-    for _ in range(skip):
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-    lines = traceback.format_exception(type(exc), exc, tb)
-    return "".join(lines)
+    while tb is not None and tb.tb_next is not None and _ours(tb):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _import_module(name, layer):
+def _find_module(name, layer):
+    """The module, or None when ``name`` itself is not found (other errors are the user's)."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name != name.split(".")[0] and exc.name != name:
-            raise _wrap(layer, "import", exc, skip=0) from exc
-        cwd = os.getcwd()
-        if cwd not in sys.path:
-            sys.path.append(cwd)
-            try:
-                return importlib.import_module(name)
-            except ModuleNotFoundError:
-                pass
-        raise layer.error(f"cannot import python_param.module '{name}' (not on sys.path nor in "
-                          f"the working directory {cwd})", ) from None
+        if exc.name in (name, name.split(".")[0]):
+            return None
+        raise _wrap(layer, "import", exc) from exc
     except PoseidonError:
         raise
     except Exception as exc:  # the user's module failed while importing: their traceback
-        raise _wrap(layer, "import", exc, skip=0) from exc
+        raise _wrap(layer, "import", exc) from exc
 
 
-def _wrap(layer, method, exc, skip=1):
+def _import_module(name, layer):
+    module = _find_module(name, layer)
+    cwd = os.getcwd()
+    if module is None and cwd not in sys.path:
+        sys.path.append(cwd)
+        module = _find_module(name, layer)
+    if module is None:
+        raise NetError(f"{layer.describe()}: cannot import python_param.module '{name}' (not on "
+                       f"sys.path nor in the working directory {cwd})",
+                       "run from the module's folder or add it to PYTHONPATH")
+    return module
+
+
+def _wrap(layer, method, exc):
     pp = layer.param.python_param
     where = f"{layer.describe()} [python_param module '{pp.module}' layer '{pp.layer}']"
     text = str(exc).strip().splitlines()
     msg = f"{where}: {method} raised {type(exc).__name__}" + (f": {text[0]}" if text else "")
-    return PythonLayerError(msg, _user_frames(exc, skip))
+    return PythonLayerError(msg, _user_frames(exc))
 
 
 @register("Python")

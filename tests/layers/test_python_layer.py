@@ -244,3 +244,12 @@ layer {{ name: "sq" type: "Power" bottom: "y" top: "z" power_param {{ power: 2 }
         x = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + k
         assert out["z"].shape == (n, 2)
         assert np.allclose(out["z"], (x @ W.T + b) ** 2, rtol=1e-5)
+
+
+def test_a_module_failing_at_import_shows_its_own_frames(tmp_path, monkeypatch):
+    mod = write_module(tmp_path, monkeypatch, "import numpy\n\ndef boom():\n    return 1 / 0\n\nboom()\n")
+    with pytest.raises(PythonLayerError, match=r"import raised ZeroDivisionError") as info:
+        build(net_text(mod))
+    text = info.value.one_line()
+    assert f"{mod}.py" in text and "boom" in text
+    assert "importlib" not in text and "<frozen" not in text
