@@ -26,7 +26,8 @@ prototxt gives ``loss_weight``, as in Caffe.
 ``share_in_parallel`` is accepted and has no effect: every worker process builds its own
 instance of the class.
 
-Attributes the user's object sets (``net.layers[i].my_field``) read through the Net's layer.
+The Net's layer object is an adapter: attributes of the user's object read and write through it
+(``net.layers[i].my_field``, ``net.layers[i].set_data(x)``); ``.user_layer`` is the object itself.
 
 Errors: ``NetError`` for a missing module or class; an exception raised inside the user's code
 becomes :class:`PythonLayerError` naming the layer, the module and class and the method, chained
@@ -167,6 +168,15 @@ class PythonLayer(Layer):
         if user is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(user, name)
+
+    def __setattr__(self, name, value):
+        # net.layers[i].field = v reaches the user's object (pycaffe's layers[i] *is* it);
+        # the adapter's own attributes stay here.
+        user = self.__dict__.get("_user")
+        if user is None or name in self.__dict__ or hasattr(type(self), name):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(user, name, value)
 
     @property
     def user_layer(self):

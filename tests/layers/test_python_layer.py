@@ -253,3 +253,14 @@ def test_a_module_failing_at_import_shows_its_own_frames(tmp_path, monkeypatch):
     text = info.value.one_line()
     assert f"{mod}.py" in text and "boom" in text
     assert "importlib" not in text and "<frozen" not in text
+
+
+def test_net_layer_attributes_reach_the_users_object(tmp_path, monkeypatch):
+    mod = write_module(tmp_path, monkeypatch)
+    net = build(net_text(mod))
+    layer = net.layer_dict["scale"]
+    layer.custom = 41                       # pycaffe: net.layers[i] is the user's object
+    assert layer.user_layer.custom == 41 and layer.custom == 41
+    layer.init = 9.0
+    assert layer.user_layer.init == 9.0
+    assert isinstance(layer.user_layer, caffe.Layer) and layer.type == "Python"
