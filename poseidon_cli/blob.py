@@ -39,6 +39,19 @@ class Blob:
     def num(self):
         return self._shape[0] if self._shape else 1
 
+    # Caffe's legacy accessors (pycaffe blob.channels...): axes past the blob's rank read as 1.
+    @property
+    def channels(self):
+        return self._shape[1] if len(self._shape) > 1 else 1
+
+    @property
+    def height(self):
+        return self._shape[2] if len(self._shape) > 2 else 1
+
+    @property
+    def width(self):
+        return self._shape[3] if len(self._shape) > 3 else 1
+
     def reshape(self, *shape):
         """Give the blob a new shape; contents are undefined if the count changed."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

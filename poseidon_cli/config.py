@@ -17,6 +17,8 @@ Public contract:
   replaced by that environment variable when it is set; a relative path is taken relative to the
   prototxt's folder, unless it exists only relative to the working directory (Caffe's own rule,
   which the BVLC example files rely on).
+- ``resolve_snapshot_prefix(prefix, base_dir)``: relative to the working directory as in Caffe
+  when the prefix's folder exists there, else beside the solver file.
 """
 from __future__ import annotations
 
@@ -125,6 +127,19 @@ def resolve_path(path: str, base_dir: str | None) -> str:
     if not os.path.exists(beside) and os.path.exists(path):
         return path
     return beside
+
+
+def resolve_snapshot_prefix(prefix: str, base_dir: str | None) -> str:
+    """Caffe's rule: a relative prefix names a path from the working directory; that holds
+    whenever the prefix's folder exists there (a bare name always does). Otherwise, where Caffe
+    could not write at all, it is taken beside the solver file."""
+    prefix = expand_placeholders(prefix)
+    if os.path.isabs(prefix) or base_dir is None:
+        return prefix
+    folder = os.path.dirname(prefix)
+    if not folder or os.path.isdir(folder):
+        return prefix
+    return os.path.normpath(os.path.join(base_dir, prefix))
 
 
 def _resolve_layer_paths(net, base_dir):
@@ -468,7 +483,7 @@ def load_solver_param(path):
     for i, t in enumerate(solver.test_net):
         solver.test_net[i] = resolve_path(t, base)
     if solver.snapshot_prefix:
-        solver.snapshot_prefix = resolve_path(solver.snapshot_prefix, base)
+        solver.snapshot_prefix = resolve_snapshot_prefix(solver.snapshot_prefix, base)
     for field in ("net_param", "train_net_param"):
         if solver.HasField(field):
             upgrade_net(getattr(solver, field), where=f"{path}: {field}")
@@ -502,7 +517,9 @@ def load_solverstate(path):
 
 
 def blob_shape(blob) -> tuple:
-    """Shape of a BlobProto: ``shape.dim`` if present, else the legacy 4-D fields."""
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim)
-    return (blob.num, blob.channels, blob.height, blob.width)
+    """Shape of a BlobProto, as Caffe's ``Blob::FromProto`` reads it: the legacy 4-D
+    num/channels/height/width when any of them is set, else ``shape.dim`` (no dims at all, or no
+    ``shape`` message, is a 0-d blob holding one value: a channel-shared PReLU slope)."""
+    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(int(d) for d in blob.shape.dim)

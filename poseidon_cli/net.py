@@ -4,7 +4,8 @@ Construction (``Net(net, phase=TRAIN, weights=None, *, stages=(), level=0, conte
 seed=None, xp=None, base_dir=None, dtype=np.float32)``):
 
 1. ``net`` is a prototxt path (read and upgraded with ``config.load_net_param``) or a NetParameter
-   (copied, upgraded, data paths resolved against ``base_dir`` when given).
+   (copied, upgraded, data paths resolved against ``base_dir`` when given). pycaffe's legacy form
+   ``Net(net, weights, phase)`` means the same as ``Net(net, phase, weights)``.
 2. NetState = the net's ``state`` with ``phase`` replaced, ``level`` replaced when non-zero and
    ``stages`` added. Layers are kept or dropped by their include/exclude NetStateRules (Caffe's
    ``StateMeetsRule``), BEFORE split insertion.
@@ -49,6 +50,7 @@ from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
 from .layers.base import TEST, TRAIN, RunContext
+from .net_pycaffe import PycaffeNetMembers, global_seed, legacy_net_args
 
 __all__ = ["Net", "filter_net", "insert_splits", "state_meets_rule", "TRAIN", "TEST"]
 
@@ -185,8 +187,8 @@ def blob_to_proto(blob, out=None, write_diff=False):
     out = out if out is not None else caffe_pb2.BlobProto()
     out.Clear()
     dims = b"".join(_varint(int(d)) for d in blob.shape)
-    shape_msg = _packed_field(1, dims) if dims else b""
-    buf = _packed_field(7, shape_msg)
+    # A 0-d blob (channel-shared PReLU slope) has no shape message at all, as Caffe writes it.
+    buf = _packed_field(7, _packed_field(1, dims)) if dims else b""
     if blob.dtype == np.float64:
         fd, ff, dt = 8, 9, "<f8"
     else:
@@ -220,18 +222,20 @@ def _strip_ones(shape):
 # Net
 # ------------------------------------------------------------------------------------------------
 
-class Net:
-    """See the module docstring for the contract."""
+class Net(PycaffeNetMembers):
+    """See the module docstring for the contract (pycaffe-only members: ``net_pycaffe``)."""
 
     def __init__(self, net, phase=TRAIN, weights=None, *, stages=(), level=0,
                  context=RunContext(), seed=None, xp=None, base_dir=None, dtype=np.float32):
+        phase, weights = legacy_net_args(phase, weights)
+        stages = stages or ()
         if isinstance(phase, str):
             phase = {"TRAIN": TRAIN, "TEST": TEST}[phase.upper()]
         self.phase = int(phase)
         self.xp = xp or backend.default_xp()
         self.dtype = dtype
         self.context = context
-        self.seed = seed
+        self.seed = seed if seed is not None else global_seed()   # pycaffe set_random_seed
         if isinstance(net, (str, os.PathLike)):
             self.source = os.fspath(net)
             param = config.load_net_param(net)
@@ -259,6 +263,7 @@ class Net:
         self._after_backward = []
         self.params_without_diff = frozenset()
         self._build()
+        self._follow_python_reshapes()
         if weights:
             self.copy_from(weights)
 
@@ -268,7 +273,7 @@ class Net:
         self.layer_names = []
         self.blobs = OrderedDict()
         self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_names, self.top_names = [], []
+        self._bottom_name_lists, self._top_name_lists = [], []
         self.inputs = []
         self.params = OrderedDict()
         self.learnable_params = []
@@ -349,8 +354,8 @@ class Net:
             self.layer_names.append(lp.name)
             self.bottom_vecs.append(bottoms)
             self.top_vecs.append(tops)
-            self.bottom_names.append(list(lp.bottom))
-            self.top_names.append(list(lp.top))
+            self._bottom_name_lists.append(list(lp.bottom))
+            self._top_name_lists.append(list(lp.top))
             self.layer_need_backward.append(need_backward)
             self.bottom_need_backward.append(bnb)
 
@@ -360,17 +365,17 @@ class Net:
             layer = self.layers[li]
             contributes = False
             skip = True
-            for j, name in enumerate(self.top_names[li]):
+            for j, name in enumerate(self._top_name_lists[li]):
                 if layer.loss_weights[j] != 0 or name in under_loss:
                     contributes = True
                 if name not in skip_bp:
                     skip = False
             if self.layer_need_backward[li] and skip:
                 self.layer_need_backward[li] = False
-                self.bottom_need_backward[li] = [False] * len(self.bottom_names[li])
+                self.bottom_need_backward[li] = [False] * len(self._bottom_name_lists[li])
             if not contributes:
                 self.layer_need_backward[li] = False
-            for j, name in enumerate(self.bottom_names[li]):
+            for j, name in enumerate(self._bottom_name_lists[li]):
                 if contributes:
                     under_loss.add(name)
                 else:
@@ -380,21 +385,21 @@ class Net:
         if self.force_backward:
             for li, layer in enumerate(self.layers):
                 self.layer_need_backward[li] = True
-                for j in range(len(self.bottom_names[li])):
+                for j in range(len(self._bottom_name_lists[li])):
                     self.bottom_need_backward[li][j] = (self.bottom_need_backward[li][j]
                                                         or layer.allow_force_backward(j))
                 layer.param_propagate_down = [True] * len(layer.blobs)
 
         # Outputs: produced, never consumed, sorted by name (Caffe iterates a std::set).
-        produced = [n for names in self.top_names for n in names]
+        produced = [n for names in self._top_name_lists for n in names]
         self.outputs = sorted(set(n for n in produced if n not in consumed))
         self.output_blob_names = self.outputs
         self.output_loss_weights = []
         for name in self.outputs:
             w = 0.0
             for li in range(len(self.layers) - 1, -1, -1):
-                if name in self.top_names[li]:
-                    w = self.layers[li].loss_weights[self.top_names[li].index(name)]
+                if name in self._top_name_lists[li]:
+                    w = self.layers[li].loss_weights[self._top_name_lists[li].index(name)]
                     break
             self.output_loss_weights.append(w)
 
@@ -493,8 +498,13 @@ class Net:
             for fn in hooks:
                 fn(li)
 
-    def backward_all(self):
-        self.backward_from_to(len(self.layers) - 1, 0)
+    def backward_all(self, diffs=None, **top_diffs):
+        """Backward through every layer. With pycaffe's arguments (output name -> diffs of N
+        items): batch by batch, returning {input: diff of all N} (``net_pycaffe``)."""
+        if diffs is None and not top_diffs:
+            self.backward_from_to(len(self.layers) - 1, 0)
+            return None
+        return self._backward_all_batches(diffs, top_diffs)
 
     def forward_backward(self) -> float:
         loss = self.forward_prefilled()
@@ -539,13 +549,14 @@ class Net:
         s = self._layer_index(start, 0)
         e = self._layer_index(end, len(self.layers) - 1)
         self.forward_from_to(s, e)
-        names = list(self.outputs) if end is None else list(self.top_names[e])
+        names = list(self.outputs) if end is None else list(self._top_name_lists[e])
         names += [b for b in (blobs or []) if b not in names]
         return {n: self.blobs[n].data for n in names}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
         """pycaffe ``backward``: set the given blobs' diffs, run backward from ``start`` down to
-        ``end`` (names), return {input: diff} for the net inputs plus any names in ``diffs``."""
+        ``end`` (names), return {name: diff} for the net inputs (the bottoms of ``end`` when it
+        is given) plus any names in ``diffs``."""
         for name, value in top_diffs.items():
             if name not in self.blobs:
                 raise NetError(f"net '{self.name}': no blob named '{name}'")
@@ -553,7 +564,8 @@ class Net:
         s = self._layer_index(start, len(self.layers) - 1)
         e = self._layer_index(end, 0)
         self.backward_from_to(s, e)
-        names = list(self.inputs) + [d for d in (diffs or []) if d not in self.inputs]
+        names = list(self.inputs) if end is None else list(self._bottom_name_lists[e])
+        names += [d for d in (diffs or []) if d not in names]
         return {n: self.blobs[n].diff for n in names}
 
     # -- sharing / weights -------------------------------------------------------------------------
@@ -579,6 +591,8 @@ class Net:
         Source layers missing here are ignored; a matching layer must have as many blobs; a blob
         must have the target shape, ignoring leading 1s (so legacy 4-D (1,1,N,K) InnerProduct
         weights and (1,1,1,N) biases load). Raises NetError naming layer and both shapes."""
+        if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".h5"):
+            return self.load_hdf5(source)
         if isinstance(source, (str, os.PathLike)):
             where = os.fspath(source)
             src = config.load_caffemodel(source)
@@ -614,6 +628,8 @@ class Net:
         for layer in self.layers:
             lp = out.layer.add()
             lp.CopyFrom(layer.param)
+            if not lp.HasField("phase"):
+                lp.phase = self.phase   # Caffe's Net::Init gives every layer the net's phase
             del lp.blobs[:]
             for blob in layer.blobs:
                 blob_to_proto(blob, lp.blobs.add(), write_diff)

@@ -2,7 +2,8 @@
 
 Each layer family lives in its own module here (``type: "InnerProduct"`` ->
 ``layers/inner_product.py`` -> ``InnerProductLayer``) and registers itself with ``@register``.
-Modules are imported on first lookup, so adding a layer means adding a file.
+Modules are imported on first lookup, so adding a layer means adding a file. CamelCase
+attributes of this package are pycaffe's NetSpec layer functions (``layers.Convolution(...)``).
 """
 from __future__ import annotations
 
@@ -60,6 +61,15 @@ def create_layer(param, phase: int = TRAIN) -> Layer:
         raise NetError(f"layer '{param.name}': unknown layer type '{param.type}' "
                        f"(known types: {', '.join(sorted(_REGISTRY))})")
     return cls(param, phase)
+
+
+def __getattr__(name):
+    """pycaffe's ``caffe.layers`` (``L.Convolution(...)``): a CamelCase name that is no module
+    here makes a NetSpec layer function (``poseidon_cli.net_spec``)."""
+    if name[:1].isupper():
+        from ..net_spec import layers as spec_layers
+        return getattr(spec_layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Layer", "TRAIN", "TEST", "register", "create_layer", "get_layer_class", "layer_types"]

@@ -6,9 +6,12 @@ History BlobProtos are written like Caffe's ``Blob::ToProto``: ``shape`` plus pa
 (float32) or ``double_data`` (float64), in SolverState order (every param's first history array,
 then, for AdaDelta/Adam, every param's second).
 
-Errors (``SolverError``, one line): HDF5 snapshots (``snapshot_format: HDF5`` or a ``.h5`` path),
-a solverstate whose history does not fit the net (count or shape), a learned_net whose name or
-blob shapes differ from the net being trained, a missing learned_net file.
+With ``snapshot_format: HDF5`` the files are ``.caffemodel.h5`` / ``.solverstate.h5`` in Caffe's
+HDF5 layouts (``poseidon_cli.hdf5``; a ``.h5`` path is read that way too).
+
+Errors (``SolverError``, one line): HDF5 without h5py installed, a solverstate whose history does
+not fit the net (count or shape), a learned_net whose name or blob shapes differ from the net
+being trained, a missing learned_net file.
 """
 from __future__ import annotations
 
@@ -25,13 +28,54 @@ def snapshot_filename(prefix: str, it: int, ext: str) -> str:
     return f"{prefix}_iter_{int(it)}{ext}"
 
 
-def check_not_hdf5(path: str = "", fmt=None, where: str = "solver"):
+def check_format(fmt=None, where: str = "solver"):
+    """``snapshot_format: HDF5`` needs h5py (the ``[hdf5]`` extra): say so before training."""
     if fmt == caffe_pb2.SolverParameter.HDF5:
-        raise SolverError(f"{where}: snapshot_format HDF5 is not supported",
-                          "remove snapshot_format (BINARYPROTO is the default)")
+        _h5(where)
+
+
+def _h5(where):
+    from .. import hdf5
+    from ..errors import ConfigError
+    try:
+        hdf5.require_h5py()
+    except ConfigError as exc:
+        raise SolverError(f"{where}: {exc}") from None
+    return hdf5
+
+
+def model_ext(fmt) -> str:
+    return ".caffemodel.h5" if fmt == caffe_pb2.SolverParameter.HDF5 else ".caffemodel"
+
+
+def state_ext(fmt) -> str:
+    return ".solverstate.h5" if fmt == caffe_pb2.SolverParameter.HDF5 else ".solverstate"
+
+
+def save_model(net, path: str, write_diff: bool = False):
+    """``net``'s weights to ``path``: Caffe's HDF5 layout for ``.h5``, else a binary .caffemodel."""
     if path.endswith(".h5"):
-        raise SolverError(f"{path}: HDF5 snapshots are not supported",
-                          "resume from a .solverstate written in binary proto format")
+        _h5(path).save_net(net, path, write_diff=write_diff)
+    else:
+        net.save(path, write_diff=write_diff)
+
+
+def load_learned_net(path: str):
+    """A .caffemodel or .caffemodel.h5 as a NetParameter with blobs (HDF5: one layer per group,
+    blobs in dataset order, no net name)."""
+    if not path.endswith(".h5"):
+        return config.load_caffemodel(path)
+    h5py = _h5(path).require_h5py()
+    out = caffe_pb2.NetParameter()
+    with h5py.File(path, "r") as f:
+        if "data" not in f:
+            raise SolverError(f"{path}: no 'data' group; not a .caffemodel.h5")
+        for name, group in f["data"].items():
+            lp = out.layer.add()
+            lp.name = name
+            for key in sorted(group.keys(), key=int):
+                lp.blobs.append(array_to_blobproto(np.asarray(group[key])))
+    return out
 
 
 def _varint(n: int) -> bytes:
@@ -52,7 +96,7 @@ def array_to_blobproto(array) -> caffe_pb2.BlobProto:
     """A BlobProto with ``shape`` and packed data (float64 arrays -> ``double_data``)."""
     host = backend.to_host(array)
     dims = b"".join(_varint(int(d)) for d in host.shape)
-    buf = _len_field(7, _len_field(1, dims) if dims else b"")
+    buf = _len_field(7, _len_field(1, dims)) if dims else b""   # 0-d: no shape message (Caffe)
     if host.dtype == np.float64:
         field, dt = 8, "<f8"
     else:
@@ -71,7 +115,26 @@ def blobproto_to_array(bp) -> np.ndarray:
     return np.asarray(bp.data, dtype=np.float32)
 
 
+def restore_weights(net, path: str):
+    """Load a snapshot's learned_net into ``net`` after checking it fits (``check_model_matches``:
+    for HDF5, the blobs it stores, as shared params are stored once)."""
+    model = load_learned_net(path)
+    check_model_matches(net, model, path, stored_once=path.endswith(".h5"))
+    if path.endswith(".h5"):
+        from ..errors import ConfigError
+        try:
+            _h5(path).load_net(net, path)
+        except ConfigError as exc:
+            raise SolverError(str(exc)) from None
+    else:
+        net.copy_from(model)
+
+
 def write_solverstate(path: str, it: int, learned_net: str, history_flat, current_step: int = 0):
+    """A SolverState file; Caffe's HDF5 layout when ``path`` ends with ``.h5``."""
+    if path.endswith(".h5"):
+        _h5(path).write_solverstate(path, it, learned_net, history_flat, current_step)
+        return
     state = caffe_pb2.SolverState()
     state.iter = int(it)
     state.learned_net = learned_net
@@ -82,10 +145,16 @@ def write_solverstate(path: str, it: int, learned_net: str, history_flat, curren
 
 
 def read_solverstate(path: str):
-    check_not_hdf5(path)
+    """A SolverState message from a .solverstate or a .solverstate.h5 file."""
     if not os.path.isfile(path):
         raise SolverError(f"{path}: no such solverstate file",
                           "pass --snapshot <prefix>_iter_<N>.solverstate as written by a snapshot")
+    if path.endswith(".h5"):
+        it, learned, step, history = _h5(path).read_solverstate(path)
+        state = caffe_pb2.SolverState(iter=it, learned_net=learned, current_step=step)
+        for arr in history:
+            state.history.append(array_to_blobproto(arr))
+        return state
     return config.load_solverstate(path)
 
 
@@ -103,9 +172,11 @@ def locate_learned_net(state_path: str, learned_net: str) -> str:
                       "keep the .caffemodel next to its .solverstate")
 
 
-def check_model_matches(net, model, where: str):
+def check_model_matches(net, model, where: str, stored_once: bool = False):
     """Raise unless ``model`` (a NetParameter with blobs) fits ``net``: same name (when both have
-    one) and, for every layer of ``net`` with params, a layer of that name with the same blob shapes."""
+    one) and, for every layer of ``net`` with params, a layer of that name with the same blob shapes.
+    ``stored_once`` (HDF5 files, which store a shared param under its owner only): only the layer
+    names are checked here; loading checks each stored blob's shape."""
     if model.name and net.name and model.name != net.name:
         raise SolverError(f"{where}: snapshot is of net '{model.name}' but the solver trains "
                           f"'{net.name}'", "resume with the solver that wrote the snapshot")
@@ -117,6 +188,8 @@ def check_model_matches(net, model, where: str):
         if lp is None:
             raise SolverError(f"{where}: snapshot has no layer '{name}' of net '{net.name}'",
                               "resume with the solver that wrote the snapshot")
+        if stored_once:
+            continue    # blob indices and shapes are checked while loading (hdf5.load_net)
         if len(lp.blobs) != len(layer.blobs):
             raise SolverError(f"{where}: layer '{name}' has {len(lp.blobs)} blob(s) in the snapshot "
                               f"but {len(layer.blobs)} in the net")

@@ -29,6 +29,8 @@ Hooks for distributed training (this module never imports ps/distributed):
   gradients to a parameter server and pull fresh weights);
 * ``callbacks``: objects with any of ``on_start(solver)`` (before forward/backward),
   ``on_gradients_ready(solver)`` (after it, before the update) and ``on_iteration_end(solver)``;
+* pycaffe's ``add_callback(on_start, on_gradients)``: argument-less functions called before
+  forward/backward and before the update; :attr:`lr` is the rate the next update uses;
 * :meth:`compute_update_value` (one param: normalize, regularize, rule) and :attr:`rule` for
   layer-wise updates; :meth:`reduce_outputs` to average displayed values over workers.
 
@@ -85,7 +87,7 @@ class Solver:
         if param.regularization_type not in ("L1", "L2"):
             raise SolverError(f"{self.where}: unknown regularization_type \"{param.regularization_type}\"",
                               "use L2 or L1")
-        snap.check_not_hdf5(fmt=param.snapshot_format, where=self.where)
+        snap.check_format(fmt=param.snapshot_format, where=self.where)
         if param.iter_size < 1:
             raise SolverError(f"{self.where}: iter_size must be >= 1 (got {param.iter_size})")
         if param.average_loss < 1:
@@ -102,6 +104,7 @@ class Solver:
                                             p.data.dtype) for p in self.net.learnable_params]
         self._apply_update_fn = apply_update
         self.callbacks = list(callbacks)
+        self._py_callbacks = []   # pycaffe add_callback pairs (on_start, on_gradients)
         self.action_fn = action_fn or (lambda: NONE)
         self.requested_early_exit = False
         self.last_snapshot = None
@@ -213,16 +216,17 @@ class Solver:
         for path in paths:
             if not os.path.isfile(path):
                 raise SolverError(f"{path}: weights file does not exist")
-            model = config.load_caffemodel(path)
+            model = snap.load_learned_net(path)
             matching = [lp.name for lp in model.layer if lp.name in names and len(lp.blobs)]
             if not matching:
                 raise SolverError(f"{path}: no layer of this model matches a layer of net "
                                   f"'{self.net.name}' by name",
                                   "fine-tuning copies weights by layer name; rename the layers")
             self.log.info(f"Finetuning from {path} ({len(matching)} layer(s) copied)")
-            self.net.copy_from(model)
+            source = path if path.endswith(".h5") else model   # .h5 holds shared params once
+            self.net.copy_from(source)
             for tn in self.test_nets:
-                tn.copy_from(model)
+                tn.copy_from(source)
 
     # -- the loop ----------------------------------------------------------------------------------
     def solve(self, resume_file=None):
@@ -268,6 +272,8 @@ class Solver:
                     break
             for cb in self.callbacks:
                 getattr(cb, "on_start", _noop)(self)
+            for on_start, _ in self._py_callbacks:
+                on_start()
             display = bool(p.display) and self.iter % p.display == 0
             loss = 0.0
             for _ in range(p.iter_size):
@@ -292,6 +298,8 @@ class Solver:
                 self._display_outputs()
             for cb in self.callbacks:
                 getattr(cb, "on_gradients_ready", _noop)(self)
+            for _, on_gradients in self._py_callbacks:
+                on_gradients()
             self.apply_update()
             self.iter += 1
             for cb in self.callbacks:
@@ -459,12 +467,14 @@ class Solver:
         except OSError as exc:
             raise SolverError(f"{self.where}: cannot create snapshot directory {directory}: "
                               f"{exc.strerror}", "fix snapshot_prefix") from None
-        model_path = snap.snapshot_filename(self.snapshot_prefix, self.iter, ".caffemodel")
-        self.log.info(f"Snapshotting to binary proto file {model_path}")
+        fmt = self.param.snapshot_format
+        kind = "HDF5" if fmt == caffe_pb2.SolverParameter.HDF5 else "binary proto"
+        model_path = snap.snapshot_filename(self.snapshot_prefix, self.iter, snap.model_ext(fmt))
+        self.log.info(f"Snapshotting to {kind} file {model_path}")
         try:
-            self.net.save(model_path, write_diff=self.param.snapshot_diff)
-            state_path = snap.snapshot_filename(self.snapshot_prefix, self.iter, ".solverstate")
-            self.log.info(f"Snapshotting solver state to binary proto file {state_path}")
+            snap.save_model(self.net, model_path, write_diff=self.param.snapshot_diff)
+            state_path = snap.snapshot_filename(self.snapshot_prefix, self.iter, snap.state_ext(fmt))
+            self.log.info(f"Snapshotting solver state to {kind} file {state_path}")
             snap.write_solverstate(state_path, self.iter, model_path,
                                    updates.flatten_history(self.history), self.schedule.current_step)
         except OSError as exc:
@@ -482,9 +492,7 @@ class Solver:
         state = snap.read_solverstate(path)
         learned = snap.locate_learned_net(path, state.learned_net)
         if learned:
-            model = config.load_caffemodel(learned)
-            snap.check_model_matches(self.net, model, learned)
-            self.net.copy_from(model)
+            snap.restore_weights(self.net, learned)
         params = self.net.learnable_params
         flat = snap.history_from_state(state, params, self.rule.num_history, path,
                                        backend.get_array_module(params[0].data) if params else np)
@@ -493,6 +501,21 @@ class Solver:
         self.iter = int(state.iter)
         self.schedule.current_step = int(state.current_step)
         self.last_snapshot = path
+
+    # -- pycaffe members -------------------------------------------------------------------------
+    def add_callback(self, on_start, on_gradients):
+        """pycaffe ``add_callback``: ``on_start()`` runs before each iteration's forward/backward,
+        ``on_gradients()`` after it, before the update (Caffe's Solver::Callback points)."""
+        self._py_callbacks.append((on_start, on_gradients))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next update uses (no side effect on the multistep counter)."""
+        from .lr_policy import advance_multistep, learning_rate
+        step = self.schedule.current_step
+        if self.param.lr_policy == "multistep":
+            step = advance_multistep(self.param, self.iter, step)
+        return learning_rate(self.param, self.iter, step)
 
 
 def _noop(solver):
