@@ -36,7 +36,10 @@ def main():
             for n, s in PARAMS:
                 client.push(n, np.ones(s, np.float32))
             client.clock()
-            pathlib.Path(progress).write_text(str(t + 1))
+            # Written beside and renamed so a reader never sees a half-written (empty) file.
+            tmp = pathlib.Path(progress + ".tmp")
+            tmp.write_text(str(t + 1))
+            os.replace(tmp, progress)
             time.sleep(0.02)
         client.finish()
     except ClusterError as e:
