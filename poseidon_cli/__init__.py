@@ -17,7 +17,7 @@ poseidon differs from pycaffe).
 """
 import importlib
 
-from .layers.base import TEST, TRAIN
+from .context import TEST, TRAIN
 
 __version__ = "0.1.0"
 

@@ -25,36 +25,11 @@ Errors: wrong arity or bad shapes raise ``NetError`` naming the layer, its type 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .. import backend
+from ..context import TEST, TRAIN, RunContext  # noqa: F401 - re-exported for layers
 from ..errors import NetError
-
-TRAIN, TEST = 0, 1
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Where this net replica runs in the cluster; data layers use it to pick their partition.
-
-    ``client_id`` of ``num_clients`` machines (hosts-file lines), ``worker_id`` of
-    ``workers_per_client`` workers (GPUs) inside that client. A single-process run is all zeros/ones.
-    """
-    client_id: int = 0
-    num_clients: int = 1
-    worker_id: int = 0
-    workers_per_client: int = 1
-
-    @property
-    def rank(self) -> int:
-        """Global worker index: client_id * workers_per_client + worker_id."""
-        return self.client_id * self.workers_per_client + self.worker_id
-
-    @property
-    def world_size(self) -> int:
-        return self.num_clients * self.workers_per_client
 
 
 class Layer:
