@@ -644,6 +644,18 @@ class Net(PycaffeNetMembers):
     def loss_layer_indices(self):
         return [i for i, layer in enumerate(self.layers) if any(w != 0 for w in layer.loss_weights)]
 
+    def set_external_gradient(self, k: int) -> None:
+        """Learnable param ``k``'s gradient is formed outside the net (sufficient-factor
+        broadcasting): no layer computes its diff (``param_propagate_down`` off for every blob
+        that is it) and ``clear_param_diffs`` leaves it alone (``params_without_diff``)."""
+        owner = self.learnable_params[k]
+        for li, layer in enumerate(self.layers):
+            if k in self.layer_learnable_params[li]:
+                for pi, blob in enumerate(layer.blobs):
+                    if blob is owner or blob.data is owner.data:
+                        layer.param_propagate_down[pi] = False
+        self.params_without_diff = frozenset(self.params_without_diff) | {k}
+
     def __repr__(self):
         return f"<Net {self.name!r} phase={'TRAIN' if self.phase == TRAIN else 'TEST'} " \
                f"layers={len(self.layers)}>"

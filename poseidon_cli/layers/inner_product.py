@@ -81,6 +81,13 @@ class InnerProductLayer(Layer):
                 y[m0:m1] += b
         threads.parallel_for(self.M, rows, xp, cost=self.M * self.K * self.N // 64)
 
+    def sufficient_factors(self, bottom, top):
+        """``(dy, x)``: the top diff as M x N and the bottom data as M x K, views of the blobs
+        (copy them before the next forward/backward). The weight gradient of this batch is
+        ``dy.T @ x`` (N x K), or ``x.T @ dy`` with ``transpose``: a rank-M product, which is what
+        sufficient-factor broadcasting sends instead of the gradient."""
+        return top[0].diff.reshape(self.M, self.N), bottom[0].data.reshape(self.M, self.K)
+
     def backward(self, top, propagate_down, bottom):
         xp = bottom[0].xp
         dy = top[0].diff.reshape(self.M, self.N)

@@ -3,15 +3,8 @@ import json
 import socket
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-import grpc
-import pytest
 
 from cluster_helpers import read_caffemodel, rel_diff
-from poseidon_cli.distributed import sfb
-from poseidon_cli.errors import ClusterError
 from test_sfb_inprocess import digits, write_job  # noqa: F401 - the fixture is used by name
 
 
@@ -61,34 +54,3 @@ def test_two_processes_svb_on_equal_svb_off_and_report_bytes(tmp_path, digits): 
         params = {p["param"]: p for p in stats["params"]}
         assert params["ip2/0"]["scheme"] == "sfb" and params["ip2/1"]["scheme"] == "ps"
         assert params["ip2/1"]["bytes_sent"] == 10 * 512 * 4
-
-
-def test_worker_directory_registers_looks_up_and_names_what_is_missing():
-    """Worker t >= 1 of a client announces its SFB port through worker 0's gRPC server; a lookup
-    waits for the registration, fails at its deadline naming the worker, and another job's
-    request is refused in one line."""
-    server = grpc.server(ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers((sfb.WorkerDirectory("job-a").handler(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    address = f"127.0.0.1:{port}"
-    try:
-        t0 = time.monotonic()
-        with pytest.raises(ClusterError, match=r"SFB port of worker 1 via 127\.0\.0\.1:\d+ did not "
-                                               r"succeed within 1s \(not registered yet\)"):
-            sfb.lookup_worker(address, "10.0.0.7", "job-a", 1, deadline_s=1.0)
-        assert time.monotonic() - t0 < 5
-        sfb.register_worker(address, "job-a", 1, 40123, deadline_s=5.0)
-        found = sfb.lookup_worker(address, "10.0.0.7", "job-a", 1, deadline_s=5.0)
-        assert found == "10.0.0.7:40123"
-        with pytest.raises(ClusterError, match="SFB directory of job 'job-a' got b'job-b"):
-            sfb.register_worker(address, "job-b", 2, 1, deadline_s=5.0)
-    finally:
-        server.stop(0)
-
-
-def test_a_directory_that_never_answers_is_named():
-    (port,) = free_ports(1)   # nothing listens there
-    with pytest.raises(ClusterError, match=rf"registering worker 3's SFB port with its client's "
-                                           rf"worker 0 via 127\.0\.0\.1:{port} did not succeed"):
-        sfb.register_worker(f"127.0.0.1:{port}", "job", 3, 5, deadline_s=1.0)

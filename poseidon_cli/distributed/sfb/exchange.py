@@ -1,35 +1,21 @@
-"""Sufficient-factor broadcasting (SFB) for InnerProduct weights, and the cost model that picks it.
+"""``FactorExchange``: one worker's sufficient-factor state, from capture to the local solver step.
 
 **Factors.** An InnerProduct layer's weight W is (N_out, K_in); over a batch of B rows its gradient
 is ``dW = top_diffᵀ · bottom_data`` with top_diff (B, N_out) and bottom_data (B, K_in): two thin
-matrices, the layer's sufficient factors. Instead of pushing dW (N_out·K_in numbers) to the
-parameter server and pulling W back, every worker sends its two factors to every peer, and every
-worker rebuilds the averaged gradient and applies the solver step to its own replica.
-
-**Cost model** (per layer, bytes one node sends + receives per iteration; poseidon-reference.md
-§2.2-2.3, weight M x N, batch K, P1 workers, P2 PS shards, a shard colocated with each worker):
-
-* PS:  ``2·M·N·(P1+P2-2)/P2`` elements  (:func:`ps_bytes`)
-* SFB: ``2·K·(P1-1)·(M+N)`` elements     (:func:`sfb_bytes`)
-
-``--svb auto`` chooses SFB for a layer iff its SFB bytes are strictly fewer and the weight is not
-tiny (under ``TINY_WEIGHT_BYTES``, 256 KiB: there the fixed cost of one stream per peer per layer
-and the local solver step outweigh any bytes saved, and Poseidon's own docs advise against SVB for
-small nets); ``on`` chooses SFB for every eligible layer, ``off`` for none. Eligible: an InnerProduct layer whose weight has lr_mult != 0,
-is not shared with another layer, is not ``transpose``d, with ``iter_size`` 1 and more than one
-worker. Biases and every other parameter stay on the PS. Since P* = 2MN/(K(M+N)) < 2·min(M,N)/K, a
-layer whose smaller side is at most the batch never chooses SFB.
+matrices, the layer's sufficient factors (``InnerProductLayer.sufficient_factors``). Instead of
+pushing dW to the parameter server and pulling W back, every worker sends its two factors to every
+peer, and every worker rebuilds the averaged gradient and applies the solver step to its own
+replica. The layer's own weight-gradient GEMM is switched off (``Net.set_external_gradient``).
 
 **Semantics** (the same as the PS path; the original Poseidon did not honour them):
 
 * clocks: the factors a worker makes during iteration ``c`` carry clock ``c``. Update ``c`` of a
   layer is ``(1/P) Σ_p top_diff_pᵀ · bottom_p`` over every worker p, one GEMM over the factors
   stacked in worker-id order, so every replica computes the same values (the PS path adds
-  per-worker gradients instead: the sums differ in rounding only, see :meth:`_rebuild`); then
-  coupled regularization (``weight_decay · decay_mult``), the solver rule with
-  ``lr(start_iter + c) · lr_mult`` and ``W -= step``: once per clock, in clock order, with the
-  solver history kept locally (``Solver.history``, so snapshots include it and resume on one node
-  or many).
+  per-worker gradients instead: the sums differ in rounding only, see :meth:`_rebuild`); then the
+  one Caffe update step (``solver/step.py``) with ``lr(start_iter + c) · lr_mult``: once per
+  clock, in clock order, with the solver history kept locally (``Solver.history``, so snapshots
+  include it and resume on one node or many).
 * SSP: before the forward of an SFB layer at clock ``c`` a worker has applied the updates of every
   clock ``<= c - s - 1``, waiting for the factors of every peer (with s = 0: of the previous clock).
   Later complete clocks are applied when already there.
@@ -37,14 +23,6 @@ layer whose smaller side is at most the batch never chooses SFB.
   equal whatever each worker's random filler did).
 * every wait has a deadline; on expiry a ClusterError names the peers whose factors are missing; a
   failed send names the peer and its address.
-
-**Wire** (``proto/sfb.proto``, service ``poseidon.sfb.FactorBroadcast``, served by the same gRPC
-server as the client's PS shard, i.e. on its hosts-file port; with several workers per client,
-worker t >= 1 serves it on a port of its own that its client's worker 0 announces through
-``poseidon.sfb.Directory``, see :class:`WorkerDirectory`): one ``Send`` stream per (layer, clock,
-peer) carrying both factors cut into chunks of at most ``chunk_bytes`` of raw elements. The frames
-are serialized once and sent to every peer. ``LocalFactorHub`` delivers the same frames in-process
-(tests run a whole cluster in threads).
 
 Bytes counted per layer: payload bytes sent and received (``4·K·(M+N)`` per peer and direction).
 """
@@ -54,369 +32,18 @@ import concurrent.futures as cf
 import contextlib
 import threading
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._proto import sfb_pb2
-from ..backend import get_array_module, to_host
-from ..errors import ClusterError
-from ..solver.lr_policy import learning_rate
-from ..solver.updates import make_rule, regularize
+from ..._proto import sfb_pb2
+from ...backend import get_array_module, to_host
+from ...errors import ClusterError
+from ...solver.lr_policy import learning_rate
+from ...solver.updates import make_rule, regularize
+from .transport import DEFAULT_CHUNK_BYTES, FactorTransport
 
-SERVICE = "poseidon.sfb.FactorBroadcast"
-DEFAULT_CHUNK_BYTES = 1 << 20
-MODES = ("auto", "on", "off")
-TINY_WEIGHT_BYTES = 256 * 1024
 STEP_BLOCK_ELEMENTS = 64 * 1024   # float32 elements per block of the host solver step (256 KiB)
 
-
-# ----------------------------------------------------------------------------------------------------
-# Cost model
-# ----------------------------------------------------------------------------------------------------
-
-def ps_bytes(m: int, n: int, p1: int, p2: int, itemsize: int = 4) -> int:
-    """Bytes one colocated server+worker node sends+receives per iteration to synchronise an M x N
-    weight through the PS: its worker pushes and pulls everything but its own shard's part
-    (2MN(P2-1)/P2), its shard serves the other P1-1 workers (2MN(P1-1)/P2)."""
-    return int(round(2 * m * n * (p1 + p2 - 2) / p2 * itemsize))
-
-
-def sfb_bytes(m: int, n: int, k: int, p1: int, itemsize: int = 4) -> int:
-    """Bytes one node sends+receives per iteration to synchronise an M x N weight by SFB with
-    batch K: K rows of (M + N) values to and from each of the P1-1 peers."""
-    return 2 * k * (p1 - 1) * (m + n) * itemsize
-
-
-def choose(m: int, n: int, k: int, p1: int, p2: int, mode: str = "auto") -> str:
-    """"sfb" or "ps" for an eligible layer (see module docstring)."""
-    if mode not in MODES:
-        raise ValueError(f"--svb must be one of {', '.join(MODES)}, got {mode!r}")
-    if p1 <= 1 or mode == "off":
-        return "ps"
-    if mode == "on":
-        return "sfb"
-    if m * n * 4 < TINY_WEIGHT_BYTES:
-        return "ps"
-    return "sfb" if sfb_bytes(m, n, k, p1) < ps_bytes(m, n, p1, p2) else "ps"
-
-
-@dataclass
-class LayerPlan:
-    """The decision for one InnerProduct weight. ``shape`` is the weight as stored (M x N =
-    N_out x K_in); ``batch`` the rows the layer sees per iteration (K)."""
-    layer: str
-    layer_index: int
-    param_index: int
-    param_name: str
-    shape: tuple
-    batch: int
-    ps_bytes: int
-    sfb_bytes: int
-    scheme: str          # "sfb" | "ps"
-    note: str = ""       # why an SFB-capable shape stays on the PS
-
-    def row(self) -> dict:
-        d = asdict(self)
-        d["shape"] = list(self.shape)
-        return d
-
-
-def plan_layers(net, num_workers: int, num_shards: int, mode: str = "auto",
-                iter_size: int = 1) -> list[LayerPlan]:
-    """One LayerPlan per InnerProduct layer with a learnable (lr_mult != 0) weight, in net order."""
-    if mode not in MODES:
-        raise ValueError(f"--svb must be one of {', '.join(MODES)}, got {mode!r}")
-    users: dict[int, int] = {}
-    for li, idxs in enumerate(net.layer_learnable_params):
-        for k in set(idxs):
-            users[k] = users.get(k, 0) + 1
-    plans = []
-    for li, layer in enumerate(net.layers):
-        if layer.param.type != "InnerProduct" or not layer.blobs:
-            continue
-        name = net.layer_names[li]
-        own = f"{name}/0"
-        k = next((k for k in net.layer_learnable_params[li] if net.learnable_param_names[k] == own), None)
-        note = ""
-        if k is None:
-            # the weight belongs to another layer (shared by name)
-            k = next((k for k in net.layer_learnable_params[li]
-                      if net.learnable_params[k].data is layer.blobs[0].data), None)
-            if k is None or net.params_lr[k] == 0:
-                continue
-            note = "weight shared with another layer"
-        if net.params_lr[k] == 0:
-            continue
-        m, n = (int(d) for d in layer.blobs[0].shape)
-        batch = int(getattr(layer, "M", 0) or net.bottom_vecs[li][0].shape[0])
-        if not note and users.get(k, 0) > 1:
-            note = "weight shared with another layer"
-        if not note and layer.param.inner_product_param.transpose:
-            note = "transpose: true"
-        if not note and iter_size > 1:
-            note = f"iter_size {iter_size} > 1"
-        scheme = "ps" if note else choose(m, n, batch, num_workers, num_shards, mode)
-        if not note and num_workers <= 1:
-            note = "one worker"
-        if not note and mode == "auto" and scheme == "ps" and m * n * 4 < TINY_WEIGHT_BYTES:
-            note = "tiny weight"
-        plans.append(LayerPlan(name, li, k, net.learnable_param_names[k], (m, n), batch,
-                               ps_bytes(m, n, num_workers, num_shards),
-                               sfb_bytes(m, n, batch, num_workers), scheme, note))
-    return plans
-
-
-def _mb(b: int) -> str:
-    return f"{b / 1e6:.2f} MB" if b >= 1e4 else f"{b} B"
-
-
-def format_table(plans, num_workers: int, num_shards: int, mode: str) -> list[str]:
-    """The decision table as log lines (layer, M x N, batch, PS bytes, SFB bytes, choice)."""
-    lines = [f"Communication per InnerProduct weight (--svb {mode}; P1={num_workers} workers, "
-             f"P2={num_shards} shards; bytes per node per iteration):"]
-    head = f"  {'layer':<16} {'M x N':>13} {'batch':>6} {'PS bytes':>12} {'SFB bytes':>12}  choice"
-    lines.append(head)
-    for p in plans:
-        shape = f"{p.shape[0]} x {p.shape[1]}"
-        choice = p.scheme.upper() + (f" ({p.note})" if p.note else "")
-        lines.append(f"  {p.layer:<16} {shape:>13} {p.batch:>6} {_mb(p.ps_bytes):>12} "
-                     f"{_mb(p.sfb_bytes):>12}  {choice}")
-    if not plans:
-        lines.append("  (no InnerProduct weight to decide on)")
-    if num_workers > num_shards:
-        lines.append(f"  ({num_workers // num_shards} workers per client: the model above is "
-                     f"Poseidon's, one worker and one shard per node; traffic between workers of "
-                     f"one client stays on that machine)")
-    return lines
-
-
-# ----------------------------------------------------------------------------------------------------
-# Transports
-# ----------------------------------------------------------------------------------------------------
-
-class FactorTransport:
-    """How a worker reaches its peers. ``send(peer, frames, deadline_s)`` delivers serialized
-    ``FactorChunk`` messages (one stream) and returns when the peer has them; raises ClusterError
-    naming the peer on failure. ``address(peer)`` names it in messages."""
-
-    def send(self, peer: int, frames: list, deadline_s: float) -> None: raise NotImplementedError
-    def address(self, peer: int) -> str: return f"worker {peer}"
-    def close(self) -> None: pass
-
-
-class LocalFactorHub:
-    """In-process delivery between exchanges of one process (tests): ``register(worker_id,
-    exchange)`` each, and give each exchange ``hub.transport()``. Frames are parsed from their
-    wire bytes, so chunking and reassembly are the same as over gRPC."""
-
-    def __init__(self):
-        self.exchanges: dict[int, "FactorExchange"] = {}
-
-    def register(self, worker_id: int, exchange: "FactorExchange") -> None:
-        self.exchanges[worker_id] = exchange
-
-    def transport(self) -> "LocalFactorTransport":
-        return LocalFactorTransport(self)
-
-
-class LocalFactorTransport(FactorTransport):
-    def __init__(self, hub: LocalFactorHub):
-        self.hub = hub
-
-    def address(self, peer):
-        return f"local worker {peer}"
-
-    def send(self, peer, frames, deadline_s):
-        ex = self.hub.exchanges.get(peer)
-        if ex is None:
-            raise ClusterError(f"no local worker {peer} to send sufficient factors to")
-        for f in frames:
-            ex.receive(sfb_pb2.FactorChunk.FromString(f))
-
-
-class GrpcFactorTransport(FactorTransport):
-    """``addresses``: peer id -> "host:port", or a callable ``f(deadline_s) -> "host:port"``
-    resolved on the first send to that peer (a worker t >= 1 of a client, whose port its
-    client's worker 0 knows: :class:`WorkerDirectory`). A client's worker 0 serves SFB on its
-    hosts-file address, beside its PS shard. One channel per peer, opened on first use."""
-
-    def __init__(self, addresses: dict):
-        self.addresses = dict(addresses)
-        self._channels = {}
-        self._lock = threading.Lock()
-
-    def address(self, peer):
-        a = self.addresses.get(peer, "?")
-        return f"worker {peer} at {a if isinstance(a, str) else 'an address not resolved yet'}"
-
-    def _stub(self, peer, deadline_s):
-        import grpc
-        from ..ps.server import CHANNEL_OPTIONS
-
-        a = self.addresses[peer]
-        if not isinstance(a, str):   # resolved once; sends to one peer are sequential per layer
-            a = a(deadline_s)
-            with self._lock:
-                self.addresses[peer] = a
-        with self._lock:
-            ch = self._channels.get(peer)
-            if ch is None:
-                ch = self._channels[peer] = grpc.insecure_channel(a, options=CHANNEL_OPTIONS)
-        return ch.stream_unary(f"/{SERVICE}/Send", request_serializer=None,
-                               response_deserializer=sfb_pb2.SendReply.FromString)
-
-    def send(self, peer, frames, deadline_s):
-        import grpc
-
-        try:
-            self._stub(peer, deadline_s)(iter(frames), timeout=deadline_s)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                raise ClusterError(e.details()) from None
-            raise ClusterError(f"sending sufficient factors to {self.address(peer)} failed: {code} "
-                               f"({e.details() if hasattr(e, 'details') else e})",
-                               "the peer's host may have died") from None
-
-    def close(self):
-        with self._lock:
-            for ch in self._channels.values():
-                ch.close()
-            self._channels.clear()
-
-
-def grpc_handler(exchange: "FactorExchange"):
-    """A generic gRPC handler serving ``FactorBroadcast`` into ``exchange`` (add it to the shard's
-    server with ``ShardServer.add_generic_handlers``). ClusterError -> FAILED_PRECONDITION."""
-    import grpc
-
-    def send(request_iterator, context):
-        n = 0
-        try:
-            for msg in request_iterator:
-                exchange.receive(msg)
-                n += 1
-        except ClusterError as e:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.one_line())
-        except (KeyError, ValueError) as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"worker {exchange.worker_id}: {e}")
-        return sfb_pb2.SendReply(chunks=n)
-
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "Send": grpc.stream_unary_rpc_method_handler(
-            send, request_deserializer=sfb_pb2.FactorChunk.FromString,
-            response_serializer=sfb_pb2.SendReply.SerializeToString)})
-
-
-DIRECTORY = "poseidon.sfb.Directory"
-
-
-class WorkerDirectory:
-    """With several workers per client (``--gpu 0,1``), worker t >= 1 of client k serves SFB on a
-    port of its own (chosen by the OS) and registers it with client k's worker 0, whose gRPC
-    server (the hosts-file address) answers peers' lookups: hosts files keep one port per client.
-
-    Wire: raw-bytes unary methods of service ``poseidon.sfb.Directory``: ``Register`` takes
-    ``b"<job>|<t>|<port>"`` and returns ``b""``; ``Lookup`` takes ``b"<job>|<t>"`` and returns the
-    ASCII port, or ``b""`` while worker t has not registered. Another job's request is refused
-    (FAILED_PRECONDITION) with a one-line message."""
-
-    def __init__(self, job_id: str):
-        self.job_id = job_id
-        self.ports: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def _split(self, raw, n, context):
-        import grpc
-
-        parts = bytes(raw).decode("ascii", "replace").split("|")
-        if len(parts) != n or parts[0] != self.job_id:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"SFB directory of job {self.job_id!r} got {bytes(raw)[:80]!r}")
-        return parts
-
-    def handler(self):
-        import grpc
-
-        def register(raw, context):
-            _, t, port = self._split(raw, 3, context)
-            with self._lock:
-                self.ports[int(t)] = int(port)
-            return b""
-
-        def lookup(raw, context):
-            _, t = self._split(raw, 2, context)
-            with self._lock:
-                port = self.ports.get(int(t))
-            return b"" if port is None else str(port).encode("ascii")
-
-        return grpc.method_handlers_generic_handler(DIRECTORY, {
-            "Register": grpc.unary_unary_rpc_method_handler(register),
-            "Lookup": grpc.unary_unary_rpc_method_handler(lookup)})
-
-
-def _directory_call(address, method, payload, deadline_s, want, what):
-    """Call ``method`` on the directory at ``address`` until ``want(reply)`` (retrying while the
-    server is not up yet or answers "not yet"); ClusterError naming ``what`` at the deadline."""
-    import grpc
-
-    end = time.monotonic() + deadline_s
-    last = "no answer"
-    with grpc.insecure_channel(address) as ch:
-        call = ch.unary_unary(f"/{DIRECTORY}/{method}")
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise ClusterError(f"{what} via {address} did not succeed within {deadline_s:.0f}s "
-                                   f"({last})")
-            try:
-                reply = call(payload, timeout=min(left, 5.0), wait_for_ready=True)
-                if want(reply):
-                    return reply
-                last = "not registered yet"
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    raise ClusterError(e.details()) from None
-                last = f"{e.code()}"
-            time.sleep(0.05)
-
-
-def register_worker(address, job_id, t, port, deadline_s):
-    """Worker t >= 1: tell client's worker 0 (at ``address``) the port its SFB server listens on."""
-    _directory_call(address, "Register", f"{job_id}|{t}|{port}".encode("ascii"), deadline_s,
-                    lambda r: True, f"registering worker {t}'s SFB port with its client's worker 0")
-
-
-def lookup_worker(address, host, job_id, t, deadline_s):
-    """The "host:port" of worker t >= 1 of the client whose worker 0 listens on ``address``."""
-    reply = _directory_call(address, "Lookup", f"{job_id}|{t}".encode("ascii"), deadline_s,
-                            lambda r: bool(r), f"looking up the SFB port of worker {t}")
-    return f"{host}:{int(reply)}"
-
-
-def serve_factors(exchange, host, max_workers=16):
-    """A gRPC server of its own for ``exchange`` on ``host`` and a free port; returns
-    ``(server, port)``, started (worker t >= 1 of a client, which serves no PS shard)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import grpc
-    from ..ps.server import CHANNEL_OPTIONS
-
-    pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"sfb-w{exchange.worker_id}")
-    server = grpc.server(pool, options=CHANNEL_OPTIONS)
-    server.add_generic_rpc_handlers((grpc_handler(exchange),))
-    port = server.add_insecure_port(f"{host}:0")
-    if not port:
-        raise ClusterError(f"worker {exchange.worker_id}: cannot listen for sufficient factors "
-                           f"on {host}")
-    server.start()
-    return server, port
-
-
-# ----------------------------------------------------------------------------------------------------
-# The exchange
-# ----------------------------------------------------------------------------------------------------
 
 class _Assembly:
     """One matrix being reassembled from chunks."""
@@ -494,7 +121,7 @@ class FactorExchange:
         self._compute_pool = cf.ThreadPoolExecutor(1, thread_name_prefix=f"sfb-gemm-w{worker_id}")
         # The layer's own weight-gradient GEMM would be thrown away: skip it.
         for p in self.plans:
-            net.layers[p.layer_index].param_propagate_down[0] = False
+            net.set_external_gradient(p.param_index)
 
     @property
     def layer_indices(self):
@@ -541,12 +168,8 @@ class FactorExchange:
         this worker's own update and send them to every peer now (``send``) or at
         :meth:`send_captured`."""
         j = self.by_layer[li]
-        layer = self.net.layers[li]
-        top = self.net.top_vecs[li][0]
-        bottom = self.net.bottom_vecs[li][0]
-        rows = layer.M
-        dy = _host_copy(top.diff).reshape(rows, -1)
-        x = _host_copy(bottom.data).reshape(rows, -1)
+        dy, x = self.net.layers[li].sufficient_factors(self.net.bottom_vecs[li], self.net.top_vecs[li])
+        dy, x = _host_copy(dy), _host_copy(x)
         self._add_factors(j, clock, self.worker_id, {sfb_pb2.TOP_DIFF: dy, sfb_pb2.BOTTOM_DATA: x})
         if send:
             self._send_factors(j, clock, dy, x)
@@ -621,8 +244,8 @@ class FactorExchange:
             self._compute_pool.submit(self._rebuild, j, clock, entry)
 
     def _buffer(self, j, shape, dtype, xp):
-        """A gradient buffer for layer ``j`` from its free list (a fresh 64 MB array per clock
-        costs as much in page faults as the solver step itself)."""
+        """A gradient buffer for layer ``j`` from its free list (a fresh weight-sized array per
+        clock costs about as much in page faults as the solver step itself)."""
         with self._cv:
             free = self._free[j]
             while free:
@@ -642,12 +265,11 @@ class FactorExchange:
         buffer. Every replica stacks the same rows in the same order, so every replica computes
         the same values. :meth:`_step` divides by P.
 
-        Why one GEMM: a K-row GEMM per worker (K = the batch, 32 here) is a thin GEMM that
-        OpenBLAS runs at ~60 GFLOP/s per core on 4096 x 4096, the stacked one (K = 128 at P = 4)
-        at ~86: 50 ms instead of 71 per layer and clock, and this rebuild is the largest CPU cost
-        of an SFB worker. The sum is rounded in another order than the PS adds per-worker
-        gradients; measured against ``--svb off`` after 20 iterations of the two-layer test net:
-        at most 7e-6 relative (Adam) and 3e-7 (SGD), where per-worker GEMMs gave 2e-6 and 3e-7."""
+        Why one GEMM: a K-row GEMM per worker (K = the batch) is a thin GEMM that BLAS runs well
+        below its peak; the stacked one has P times the rows and runs faster, and this rebuild is
+        the largest CPU cost of an SFB worker (README, Performance, has the measurement). The sum
+        is rounded in another order than the PS adds per-worker gradients, so ``--svb on`` and
+        ``--svb off`` agree to rounding, not bit for bit (the tests bound the difference)."""
         t0 = time.thread_time()
         try:
             w = self.net.learnable_params[self.plans[j].param_index].data
@@ -733,9 +355,9 @@ class FactorExchange:
         """Caffe's update for one clock, as SolverUpdater does it on the PS (average, coupled
         regularization, rule, ``w -= step``), on ``g`` = the SUM over workers.
 
-        On the host it runs over blocks of ~256 KiB of rows: every rule is element-wise, so this
-        is exact, and each block's temporaries and its rows of w, g and history stay in cache
-        instead of ~8 passes over the whole 64 MB arrays (about 3x less CPU for 4096 x 4096)."""
+        On the host it runs over blocks of ``STEP_BLOCK_ELEMENTS`` of rows: every rule is
+        element-wise, so this is exact, and each block's temporaries and its rows of w, g and
+        history stay in cache instead of several passes over the whole arrays."""
         t0 = time.thread_time()
         p = self.plans[j]
         k = p.param_index
