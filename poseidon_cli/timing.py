@@ -1,8 +1,9 @@
 """``poseidon time``: per-layer forward/backward timing of a net, like ``caffe time``.
 
-``time_net(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None) -> int`` builds the
-net, runs one warm-up forward/backward, then ``iterations`` timed passes; it prints the average
-per-layer forward and backward milliseconds, then Caffe's summary lines::
+``time_net(model, iterations=50, phase="TRAIN", xp=None, out=None) -> int`` builds the net on
+array module ``xp`` (``commands/time.py`` picks it from ``--gpu``/``--cpu``), runs one warm-up
+forward/backward, then ``iterations`` timed passes; it prints the average per-layer forward and
+backward milliseconds, then Caffe's summary lines::
 
     Average Forward pass: X ms.
     Average Backward pass: Y ms.
@@ -13,8 +14,7 @@ Unlike Caffe, a net whose Data layer source is missing can still be timed: the D
 replaced by an Input layer of the same batch shape filled with random values (one line says so).
 The image shape comes from ``crop_size`` (3 channels, 1 with ``force_gray``), else from
 ``mean_file``, else from the source name (``mnist`` 1x28x28, ``cifar`` 3x32x32); otherwise a
-``NetError`` says to create the database. ``gpu`` ("0" or "0,1": the first id is used) selects
-CuPy; no usable GPU raises a one-line ``PoseidonError``. Returns the exit code (0).
+``NetError`` says to create the database. Returns the exit code (0).
 
 ``substitute_data_layers(param, shapes=None, only_missing=False)`` is the reusable part (tests and
 ``bench/engine.py`` build the reference nets from it).
@@ -103,19 +103,6 @@ def fill_inputs(net, rng=None):
             blob.data[...] = net.xp.asarray(rng.random(blob.shape).astype(blob.dtype))
 
 
-def _select_device(gpu, cpu):
-    if gpu is not None and not cpu:
-        first = str(gpu).split(",")[0].strip()
-        try:
-            backend.use_gpu(int(first))
-        except backend.BackendError as exc:
-            raise PoseidonError(str(exc)) from None
-        except ValueError:
-            raise PoseidonError(f"--gpu {gpu!r}: give GPU ids such as 0 or 0,1") from None
-    else:
-        backend.use_cpu()
-
-
 def time_layers(net, iterations):
     """(forward_ms[layer], backward_ms[layer], forward_total_ms, backward_total_ms, total_ms)
     averaged over ``iterations`` timed passes."""
@@ -148,8 +135,9 @@ def time_layers(net, iterations):
     return fwd * k, bwd * k, ftot * k, btot * k, total * 1000.0
 
 
-def time_net(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None):
-    """Print ``caffe time``'s report for prototxt ``model``; return 0."""
+def time_net(model, iterations=50, phase="TRAIN", xp=None, out=None):
+    """Print ``caffe time``'s report for prototxt ``model`` on array module ``xp`` (the current
+    backend's when None); return 0."""
     from .net import Net   # the engine loads only when timing is asked for
     out = out or sys.stdout
 
@@ -158,14 +146,13 @@ def time_net(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None)
 
     if iterations < 1:
         raise PoseidonError(f"--iterations {iterations}: give a positive number")
-    _select_device(gpu, cpu)
     ph = {"TRAIN": 0, "TEST": 1}[str(phase).upper()]
     from .net import filter_net
     param = config.load_net_param(model)
     # filter first, so only the data layers of this phase are reported and replaced
     param = filter_net(param, caffe_pb2.NetState(phase=ph))
     param = substitute_data_layers(param, only_missing=True, log=say)
-    net = Net(param, ph, seed=1701)
+    net = Net(param, ph, seed=1701, xp=xp)
     fill_inputs(net)
     say(f"Testing for {iterations} iterations.")
     net.clear_param_diffs()
