@@ -1,0 +1,109 @@
+"""``Supervisor``: the one place that starts, watches and stops this package's child processes.
+
+Two users, one behaviour: the local launcher (``launch.py``) runs every client of a loopback hosts
+file as a child, and worker 0 of a client with T > 1 workers (``client_main.py``) runs workers
+1..T-1. A child's output goes to a log file, or to this process's terminal (``log_path=None``).
+Every wait has a deadline; stopping signals every live child, waits ``grace_s`` and then kills.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from ..errors import ClusterError
+
+
+@dataclass
+class Child:
+    """One started process: ``label`` names it in messages ("client 1 (10.0.0.2:9000)")."""
+    label: str
+    proc: subprocess.Popen
+    log_path: str | None = None
+    _log: object = field(default=None, repr=False)
+
+    @property
+    def returncode(self):
+        return self.proc.poll()
+
+
+class Supervisor:
+    """Start children with :meth:`start`; then either :meth:`watch` them (launcher: until all end,
+    or a grace period after the first failure) or :meth:`wait_all` (until all end, with a
+    deadline). :meth:`stop` (also on leaving the ``with`` block) ends whatever still runs."""
+
+    def __init__(self):
+        self.children: list[Child] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop(signal.SIGTERM, grace_s=5.0)
+        return False
+
+    def start(self, label: str, argv: list[str], log_path: str | None = None) -> Child:
+        """Start ``argv``; its stdout and stderr go to ``log_path`` (None: inherited)."""
+        log = open(log_path, "wb") if log_path else None
+        try:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT if log else None)
+        except OSError as exc:
+            if log:
+                log.close()
+            raise ClusterError(f"cannot start {label}: {exc.strerror or exc}") from None
+        child = Child(label, proc, log_path, log)
+        self.children.append(child)
+        return child
+
+    def watch(self, grace_s: float, poll_s: float = 0.1) -> Child | None:
+        """Wait until every child ended; once one failed (non-zero exit), the others get
+        ``grace_s`` to notice (they name the dead peer in their own message) before this returns.
+        Returns the first child that failed, or None when all exited 0."""
+        first_bad, failed_at = None, None
+        while True:
+            codes = [c.returncode for c in self.children]
+            for c, rc in zip(self.children, codes):
+                if rc not in (None, 0) and first_bad is None:
+                    first_bad, failed_at = c, time.monotonic()
+            if all(rc is not None for rc in codes):
+                return first_bad
+            if failed_at is not None and time.monotonic() - failed_at > grace_s:
+                return first_bad
+            time.sleep(poll_s)
+
+    def wait_all(self, timeout_s: float) -> None:
+        """Wait for every child to exit 0 within ``timeout_s`` in all; ClusterError naming the
+        first child that did not finish in time or failed (and its log)."""
+        end = time.monotonic() + timeout_s
+        for c in self.children:
+            try:
+                rc = c.proc.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise ClusterError(f"{c.label} did not finish within {timeout_s:.0f}s after "
+                                   f"training ended") from None
+            if rc != 0:
+                hint = f"see {os.path.basename(c.log_path)} in the run folder" if c.log_path else None
+                raise ClusterError(f"{c.label} exited with code {rc}", hint)
+
+    def stop(self, sig=signal.SIGTERM, grace_s: float = 5.0) -> None:
+        """Send ``sig`` to every live child, wait up to ``grace_s`` in all, kill the rest; close
+        the log files of children that ended."""
+        live = [c for c in self.children if c.returncode is None]
+        for c in live:
+            try:
+                c.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + grace_s
+        for c in live:
+            try:
+                c.proc.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+        for c in self.children:
+            if c._log is not None and c.returncode is not None:
+                c._log.close()
+                c._log = None
