@@ -39,7 +39,8 @@ from ..._proto import sfb_pb2
 from ...backend import get_array_module, to_host
 from ...errors import ClusterError
 from ...solver.lr_policy import learning_rate
-from ...solver.updates import make_rule, regularize
+from ...solver.step import apply_step
+from ...solver.updates import make_rule
 from .transport import DEFAULT_CHUNK_BYTES, FactorTransport
 
 STEP_BLOCK_ELEMENTS = 64 * 1024   # float32 elements per block of the host solver step (256 KiB)
@@ -352,8 +353,8 @@ class FactorExchange:
         self.wait_s += time.perf_counter() - t0
 
     def _step(self, j, clock, g):
-        """Caffe's update for one clock, as SolverUpdater does it on the PS (average, coupled
-        regularization, rule, ``w -= step``), on ``g`` = the SUM over workers.
+        """Caffe's update for one clock (``solver/step.apply_step``, as the PS's SolverUpdater
+        runs it), on ``g`` = the SUM over workers, divided by P first.
 
         On the host it runs over blocks of ``STEP_BLOCK_ELEMENTS`` of rows: every rule is
         element-wise, so this is exact, and each block's temporaries and its rows of w, g and
@@ -365,19 +366,18 @@ class FactorExchange:
         xp = get_array_module(w)
         history = self.history_of(k)
         it = self.start_iter + clock
-        rate = learning_rate(self.param, it) * self.net.params_lr[k]
-        decay = self.weight_decay * self.net.params_weight_decay[k]
+        kw = dict(it=it, lr=learning_rate(self.param, it), lr_mult=self.net.params_lr[k],
+                  decay=self.weight_decay, decay_mult=self.net.params_weight_decay[k],
+                  reg_type=self.reg_type)
         rows = w.shape[0]
         cols = max(1, w.size // max(1, rows))
-        step = rows if xp is not np else max(1, STEP_BLOCK_ELEMENTS // cols)
-        for r in range(0, rows, step):
-            s = slice(r, r + step)
-            gb, wb = g[s], w[s]
+        block = rows if xp is not np else max(1, STEP_BLOCK_ELEMENTS // cols)
+        for r in range(0, rows, block):
+            s = slice(r, r + block)
+            gb = g[s]
             if self.num_workers > 1:
-                gb /= self.num_workers
-            regularize(wb, gb, decay, self.reg_type)
-            self.rule.compute_update(gb, [h[s] for h in history], rate, it, wb)
-            wb -= gb
+                gb /= self.num_workers   # the mean over workers, rounded as the PS store rounds it
+            apply_step(self.rule, w[s], gb, [h[s] for h in history], **kw)
         self._release(j, g)
         self.step_cpu_s[j] += time.thread_time() - t0
 
