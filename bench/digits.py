@@ -35,7 +35,7 @@ def _make_data_module():
 
 
 def run_split(split, work, max_iter, gpu, quiet):
-    from poseidon_cli.solver import runner
+    from poseidon_cli.commands import test as test_cmd, train as train_cmd
     from poseidon_cli.solver.log import TrainLog
 
     os.makedirs(work, exist_ok=True)
@@ -55,15 +55,15 @@ def run_split(split, work, max_iter, gpu, quiet):
     sink = io.StringIO()
     with contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
         t0 = time.time()
-        runner.train_local(solver=solver, gpu=gpu, cpu=gpu is None,
-                           output_dir=os.path.join(work, "output"))
+        train_cmd.run(solver=solver, gpu=gpu, cpu=gpu is None,
+                      output_dir=os.path.join(work, "output"))
         train_s = time.time() - t0
     from poseidon_cli import config
     param = config.load_solver_param(solver)
     model = f"{param.snapshot_prefix}_iter_{param.max_iter}.caffemodel"
-    runner.test_model(model=os.path.join(work, "digits_net.prototxt"), weights=model,
+    test_cmd.run(model=os.path.join(work, "digits_net.prototxt"), weights=model,
                       iterations=3, gpu=gpu, cpu=gpu is None, log=TrainLog([io.StringIO()]))
-    acc = float(runner.test_model.last["accuracy"])
+    acc = float(test_cmd.run.last["accuracy"])
     return {"split": split, "iterations": int(param.max_iter), "batch": 50,
             "train_seconds": round(train_s, 2), "iter_per_s": round(param.max_iter / train_s, 2),
             "data_seconds": round(data_s, 2), "test_images": 297, "test_accuracy": round(acc, 4)}

@@ -84,10 +84,13 @@ def train(**opts):
     if opts["snapshot"] and opts["weights"]:
         raise PoseidonError("give either --snapshot (resume) or --weights (fine-tune), not both")
     if opts["hosts"]:
-        from .distributed.launch import train_distributed
-        sys.exit(train_distributed(**opts) or 0)
-    from .solver.runner import train_local
-    sys.exit(train_local(**opts) or 0)
+        from .commands import cluster
+        sys.exit(cluster.run(opts) or 0)
+    from .commands import train as train_cmd
+    sys.exit(train_cmd.run(solver=opts["solver"], snapshot=opts["snapshot"], weights=opts["weights"],
+                           gpu=opts["gpu"], cpu=opts["cpu"], output_dir=opts["output_dir"],
+                           sigint_effect=opts["sigint_effect"],
+                           sighup_effect=opts["sighup_effect"]) or 0)
 
 
 @main.command()
@@ -98,8 +101,8 @@ def train(**opts):
 @user_errors
 def test(**opts):
     """Score a trained model on its TEST-phase data (like `caffe test`)."""
-    from .solver.runner import test_model
-    sys.exit(test_model(**opts) or 0)
+    from .commands import test as test_cmd
+    sys.exit(test_cmd.run(**opts) or 0)
 
 
 @main.command(name="time")
@@ -110,8 +113,8 @@ def test(**opts):
 @user_errors
 def time_(**opts):
     """Per-layer forward/backward timing of a net (like `caffe time`)."""
-    from .timing import time_net
-    sys.exit(time_net(**opts) or 0)
+    from .commands import time as time_cmd
+    sys.exit(time_cmd.run(**opts) or 0)
 
 
 @main.command(name="upgrade-net")

@@ -6,8 +6,9 @@ import pytest
 
 from poseidon_cli import config
 from poseidon_cli.errors import NetError, PoseidonError
-from poseidon_cli.layers.base import TRAIN
+from poseidon_cli.context import TRAIN
 from poseidon_cli.net import Net
+from poseidon_cli.commands import time as time_cmd
 from poseidon_cli.timing import guess_data_shape, substitute_data_layers, time_net
 
 NET = '''
@@ -30,7 +31,7 @@ def test_time_net_report(tmp_path):
     model = tmp_path / "tiny.prototxt"
     model.write_text(NET % (tmp_path, tmp_path))
     out = io.StringIO()
-    assert time_net(str(model), iterations=2, phase="TRAIN", cpu=True, out=out) == 0
+    assert time_net(str(model), iterations=2, phase="TRAIN", xp=np, out=out) == 0
     text = out.getvalue()
     # one substitution line: only the TRAIN data layer survives filtering
     assert len(re.findall(r"unavailable; using random input of shape \(4, 1, 28, 28\)", text)) == 1
@@ -52,7 +53,7 @@ def test_time_net_bad_gpu_is_one_line(tmp_path):
     if backend.gpu_available():
         pytest.skip("a GPU exists here")
     with pytest.raises(PoseidonError) as exc:
-        time_net(str(model), iterations=1, gpu="0")
+        time_cmd.run(str(model), iterations=1, gpu="0")
     assert "\n" not in exc.value.one_line()
 
 

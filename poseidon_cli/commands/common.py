@@ -31,12 +31,13 @@ def select_device(gpu=None, cpu=False, solver_param=None, log=None):
     """NumPy or CuPy as Caffe picks them: ``--cpu``, else ``--gpu`` (the first id; one process
     trains on one GPU), else the solver's ``solver_mode``/``device_id`` when a GPU is usable, else
     the CPU. Returns xp; an unusable GPU is a one-line ConfigError."""
-    if cpu and gpu:
+    gpu = None if gpu is None or str(gpu).strip() == "" else gpu
+    if cpu and gpu is not None:
         raise ConfigError("give either --cpu or --gpu, not both")
     try:
         if cpu:
             return backend.use_cpu()
-        if gpu:
+        if gpu is not None:
             ids = gpu_ids(gpu)
             if len(ids) > 1 and log:
                 log.warning(f"--gpu {gpu}: one machine trains on one GPU here; using GPU {ids[0]} "

@@ -30,7 +30,7 @@ def test_shuffled_split_is_disjoint_stratified_and_seeded():
 
 def test_digits_example_learns(tmp_path):
     pytest.importorskip("sklearn")
-    from poseidon_cli.solver import runner
+    from poseidon_cli.commands import test as test_cmd, train as train_cmd
     mod = load_make_data()
     assert mod.main([str(tmp_path / "data")]) == 0
     for name in ("digits_net.prototxt", "digits_solver.prototxt"):
@@ -38,8 +38,8 @@ def test_digits_example_learns(tmp_path):
     solver = tmp_path / "digits_solver.prototxt"
     solver.write_text(solver.read_text().replace("max_iter: 1200", "max_iter: 150")
                       .replace("snapshot: 600", "snapshot: 0"))
-    assert runner.train_local(solver=str(solver), cpu=True, output_dir=str(tmp_path / "out")) == 0
-    runner.test_model(model=str(tmp_path / "digits_net.prototxt"),
-                      weights=str(tmp_path / "output/digits_iter_150.caffemodel"), iterations=3,
+    assert train_cmd.run(solver=str(solver), cpu=True, output_dir=str(tmp_path / "out")) == 0
+    test_cmd.run(model=str(tmp_path / "digits_net.prototxt"),
+                 weights=str(tmp_path / "output/digits_iter_150.caffemodel"), iterations=3,
                       cpu=True)
-    assert runner.test_model.last["accuracy"] > 0.85  # chance is 0.1
+    assert test_cmd.run.last["accuracy"] > 0.85  # chance is 0.1

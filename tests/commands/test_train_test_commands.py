@@ -14,7 +14,7 @@ from poseidon_cli._proto import caffe_pb2
 from poseidon_cli.cli import main
 from poseidon_cli.solver import get_solver
 from poseidon_cli.solver.netoutputs import read_netoutputs
-from poseidon_cli.solver.runner import SignalActions
+from poseidon_cli.commands.train import SignalActions
 
 lmdb = pytest.importorskip("lmdb")
 
@@ -165,11 +165,11 @@ def test_finetune_and_test_command(job):
     assert code == 0, out
     assert "Finetuning from" in (d / "ft/ft.log").read_text()
 
-    from poseidon_cli.solver import runner
+    from poseidon_cli.commands import test as test_cmd
     code, out = run("test", "--model", str(d / "net.prototxt"), "--weights", weights,
                     "--iterations", "2", "--cpu")
     assert code == 0, out
-    acc = runner.test_model.last["accuracy"]
+    acc = test_cmd.run.last["accuracy"]
     # independent check: the saved weights scored by hand on the 10 test records
     m = caffe_pb2.NetParameter.FromString(open(weights, "rb").read())
     ip = [l for l in m.layer if l.name == "ip"][0]

@@ -1,0 +1,177 @@
+"""One process of a distributed run: wire the real servers and transports around one Worker.
+
+``run_client(spec, xp=None) -> exit code`` for worker ``spec.worker_index`` of client
+``spec.client_id`` (``commands/cluster.py`` resolved ``spec.run_dir`` and picked ``xp``):
+
+1. worker 0 of a client with T > 1 workers starts workers 1..T-1 (``procs.Supervisor``; their
+   output in ``<run dir>/client_<k>.worker_<t>.log``);
+2. builds the solver with ``spec.context`` (the data layers read this worker's partition), applies
+   ``--weights`` / ``--snapshot``, logs the SFB decision table (rank 0);
+3. worker 0 serves the client's PS shard (``SolverUpdater``) on its hosts-file address, and beside
+   it the client's SFB handler and worker-port directory; worker t >= 1 serves its factors on a
+   port of its own and registers it in that directory;
+4. runs the worker's life cycle (connect, publish/install, barrier, solve, drain, flush, finish);
+5. always: stops its helpers, writes ``stats.client<k>[.worker<t>].json``, stops its servers.
+
+Everything here is wiring; the life cycle and its failure reporting belong to the Worker.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .. import backend, config
+from ..errors import ClusterError, PoseidonError
+from ..solver.log import TrainLog
+from . import directory, sfb
+from .procs import Supervisor
+from .spec import ClusterSpec
+
+#: seconds beyond the deadline that worker 0 waits for its client's other workers to finish
+HELPER_MARGIN_S = 30.0
+
+
+def peer_addresses(spec: ClusterSpec) -> dict:
+    """SFB peers of this worker: worker 0 of client k at k's hosts-file address, worker t >= 1
+    at the port client k's directory reports for it (looked up on the first send)."""
+    out = {}
+    T = spec.workers_per_client
+    for r in range(spec.world_size):
+        if r == spec.rank:
+            continue
+        k, t = divmod(r, T)
+        h = spec.hosts[k]
+        out[r] = h.address if t == 0 else (
+            lambda deadline_s, h=h, t=t: directory.lookup_worker(h.address, h.ip, spec.job_id, t,
+                                                                 deadline_s))
+    return out
+
+
+def _netoutputs_path(spec, param):
+    if spec.rank != 0:
+        return None
+    stem = param.net and os.path.splitext(os.path.basename(param.net))[0] or "net"
+    return os.path.join(spec.run_dir, f"{stem}.netoutputs")
+
+
+def _stats_path(spec):
+    k, t = spec.client_id, spec.worker_index
+    name = f"stats.client{k}.json" if spec.workers_per_client == 1 else f"stats.client{k}.worker{t}.json"
+    return os.path.join(spec.run_dir, name)
+
+
+def run_client(spec: ClusterSpec, xp=None) -> int:
+    """Run this process's worker until training ends; returns an exit code (see module doc)."""
+    from ..ps.client import PSClient
+    from ..ps.server import ShardServer
+    from ..ps.store import ShardStore
+    from ..ps.transport import make_transport
+    from .updater import SolverUpdater
+    from .worker import DistributedSolver
+
+    if spec.client_id is None:
+        raise ClusterError(f"{spec.hosts_path}: cannot tell which line is this machine",
+                           "pass --client-id K")
+    xp = xp if xp is not None else backend.use_cpu()
+    k, t, T = spec.client_id, spec.worker_index, spec.workers_per_client
+    run_dir = spec.run_dir or spec.output_dir or os.path.dirname(os.path.abspath(spec.solver))
+    spec = spec.replace(run_dir=run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    param = config.load_solver_param(spec.solver)
+    log = TrainLog(streams=[sys.stdout])
+    with Supervisor() as helpers:
+        if t == 0:
+            for u in range(1, T):
+                helpers.start(f"worker {u} of client {k}", spec.child_argv(k, u),
+                              os.path.join(run_dir, f"client_{k}.worker_{u}.log"))
+        solver = DistributedSolver(param, solver_path=spec.solver, context=spec.context, xp=xp,
+                                   log=log, netoutputs_path=_netoutputs_path(spec, param),
+                                   overlap=spec.overlap, deadline_s=spec.deadline_s, svb=spec.svb,
+                                   num_shards=spec.num_clients)
+        if spec.weights:
+            solver.copy_weights(spec.weights)
+        if spec.snapshot:
+            solver.restore(spec.snapshot)
+        log.info(f"client {k} of {spec.num_clients}" + (f", worker {t} of {T}" if T > 1 else "") +
+                 f": shard at {spec.me.address}, staleness {spec.staleness}, "
+                 f"{'wait-free backprop' if spec.overlap else 'no overlap'}")
+        if spec.rank == 0:
+            for line in solver.decision_table():
+                log.info(line)
+
+        server = factors = sfb_server = None
+        client = None
+        t_start = time.time()
+        try:
+            if solver.sfb_params:
+                factors = solver.setup_sfb(spec.job_id, sfb.GrpcFactorTransport(peer_addresses(spec)))
+            if t == 0:
+                store = ShardStore(k, spec.num_clients, spec.job_id,
+                                   SolverUpdater(param, solver.multipliers(), solver.iter),
+                                   deadline_s=spec.deadline_s,
+                                   heartbeat_timeout_s=min(spec.deadline_s, 15.0))
+                server = ShardServer(store, host=spec.me.ip, port=spec.me.port)
+                if factors is not None:
+                    server.add_generic_handlers([sfb.grpc_handler(factors)])
+                if T > 1:
+                    server.add_generic_handlers([directory.WorkerDirectory(spec.job_id).handler()])
+                server.start()
+            elif factors is not None:
+                sfb_server, sfb_port = sfb.serve_factors(factors, spec.me.ip)
+                directory.register_worker(spec.me.address, spec.job_id, t, sfb_port, spec.deadline_s)
+            # control over gRPC, tensors over each shard's plain-TCP data plane (ps/README.md)
+            transports = [make_transport(h.address, i, spec.job_id) for i, h in enumerate(spec.hosts)]
+            client = PSClient(transports, spec.job_id, worker_id=spec.rank,
+                              num_workers=spec.world_size, params=solver.ps_layout(),
+                              staleness=spec.staleness, deadline_s=spec.deadline_s,
+                              connect_timeout_s=spec.deadline_s)
+            _life_cycle(solver, client, factors, spec)
+            helpers.wait_all(spec.deadline_s + HELPER_MARGIN_S)
+        finally:
+            helpers.stop(grace_s=10.0)
+            _write_stats(_stats_path(spec), solver, spec, time.time() - t_start)
+            if server is not None:
+                server.stop(grace=1.0)
+            if sfb_server is not None:
+                sfb_server.stop(grace=1.0)
+            if factors is not None:
+                factors.close()
+    return 0
+
+
+def _life_cycle(solver, client, factors, spec):
+    """Until the Worker class lands: the start-up/shutdown sequence of one worker."""
+    from .worker import _lost_client
+
+    k, T = spec.client_id, spec.workers_per_client
+    try:
+        client.connect()
+        solver.attach(client)
+        if spec.rank == 0:
+            solver.publish_initial_state()
+        client.barrier()
+        if spec.rank != 0:
+            solver.install_initial_state()
+        solver.wfbp.request_pulls()
+        solver.solve()
+        solver.wfbp.wait_all()
+        if factors is not None:
+            factors.flush()  # every peer has our last factors before anyone leaves
+        client.finish()
+    except ClusterError as exc:
+        client.close()
+        lost = _lost_client(str(exc), spec.hosts, k) if T == 1 else None
+        raise ClusterError(f"client {k}" + (f" worker {spec.worker_index}" if T > 1 else "") +
+                           f": {exc.one_line()}" +
+                           (f" -> client {lost} ({spec.hosts[lost].address}) is gone"
+                            if lost is not None else ""),
+                           "the last snapshot stays valid; restart the cluster with --snapshot") from None
+    except PoseidonError:
+        client.close()
+        raise
+
+
+def _write_stats(path, solver, spec, wall_s):
+    from .worker import _write_stats as write
+    write(path, solver, spec.client_id, spec.num_clients, spec.staleness, wall_s)
