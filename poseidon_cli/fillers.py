@@ -15,8 +15,8 @@ Types:
   sparse / num_outputs (num_outputs = shape[0]) and zeroed otherwise.
 - ``xavier``: U[-a, a], a = sqrt(3 / n); ``msra``: N(0, sqrt(2 / n)). n is fan_in = count / shape[0]
   (FAN_IN), fan_out = count / shape[1] (FAN_OUT) or their mean (AVERAGE). Our InnerProduct weight
-  is (N, K) so fan_in = K as in BVLC; Poseidon's legacy (1,1,N,K) weight gave N*K (see
-  caffe-semantics.md 2.11) -- we follow BVLC. ``std`` is ignored.
+  is (N, K) so fan_in = K as in BVLC; Poseidon's legacy (1,1,N,K) weight blob gave N*K (its
+  ``filler.hpp`` divides count by shape[0] = 1) -- we follow BVLC. ``std`` is ignored.
 - ``positive_unitball``: U[0, 1], then each of the shape[0] rows (count / shape[0] elements) scaled
   to sum 1.
 - ``bilinear``: the bilinear-upsampling kernel for a 4-D (.., .., k, k) Deconvolution weight.

@@ -1,6 +1,7 @@
 """Build the real reference nets (BVLC, Poseidon V1, ResNet deploy) at batch 1-2 on random input,
-run one forward/backward, and check blob shapes against Caffe's known values (caffe-semantics.md
-2.1) and the initial loss against ln(classes) where the init makes the scores near-uniform.
+run one forward/backward, and check blob shapes against Caffe's known values (the shapes
+BVLC Caffe prints for these nets) and the initial loss against ln(classes) where the init makes
+the scores near-uniform.
 
 Data layers are replaced by Input layers of the shape the database would give. A net whose layer
 types are not all registered yet is skipped, naming the missing types."""

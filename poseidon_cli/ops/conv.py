@@ -1,13 +1,13 @@
 """2-D convolution and deconvolution (Caffe semantics), forward and backward, on NumPy or CuPy.
 
-Semantics (caffe-semantics.md §2.3): cross-correlation (no kernel flip), zero padding, stride,
-dilation, ``group`` contiguous channel blocks (output block g sees input block g only), optional
-per-output-channel bias. Layout NCHW; weight ``(O, C/group, kh, kw)``. Works for any float dtype
+Semantics (BVLC ``conv_layer.cpp``, ``im2col.cpp``): cross-correlation (no kernel flip), zero
+padding, stride, dilation, ``group`` contiguous channel blocks (output block g sees input block g
+only), optional per-output-channel bias. Layout NCHW; weight ``(O, C/group, kh, kw)``. Works for any float dtype
 (float32 in the engine, float64 in gradient tests); the result has ``x``'s dtype.
 
 Method: im2col + one GEMM per (group, batch chunk). On the CPU the batch is cut into chunks whose
 column matrix is about 1 MB, so the column copy and the GEMM that consumes it stay in cache
-(measured ~2x faster than one batch-wide column matrix, which is memory-bound on these machines).
+(faster than one batch-wide column matrix, which is memory-bound on CPUs).
 On a GPU a chunk holds up to 1 GB of columns, usually the whole batch (``_chunk``). Columns are
 built from a strided view in one copy (NHWC rows, see ``im2col.py``), or in Caffe's channel-major
 order when a group has <= 4 channels. 1x1 / stride 1 / pad 0 convolutions skip columns: a
@@ -168,9 +168,8 @@ def _forward_range(x, wmats, bias, g, n0, n1, y3):
     channel-major columns, ``(K, Og)`` for NHWC columns.
 
     NHWC columns ``(pixels, K)`` are multiplied as ``cols @ W^T`` -> ``(pixels, Og)``, then written
-    transposed into NCHW: OpenBLAS runs this ~8% faster than ``W @ cols^T`` (CIFAR-10 quick conv2
-    forward, one thread: 23-25 ms vs 25-26 ms, measured in alternation), as it packs a
-    non-transposed left operand more cheaply."""
+    transposed into NCHW: OpenBLAS runs this faster than ``W @ cols^T``, as it packs a
+    non-transposed left operand more cheaply (README, Performance, has the measurement)."""
     xp = get_array_module(x)
     Ho, Wo = g.Ho, g.Wo
     xs = x[n0:n1]

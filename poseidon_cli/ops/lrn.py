@@ -1,4 +1,4 @@
-"""Local response normalisation (Caffe ``LRN``, caffe-semantics.md §2.5), NumPy or CuPy.
+"""Local response normalisation (Caffe ``LRN``, BVLC ``lrn_layer.cpp``), NumPy or CuPy.
 
 ACROSS_CHANNELS: ``scale[c] = k + alpha/n * sum_{c' in window(c)} x[c']**2`` over the ``n`` channels
 centred on ``c`` (zero outside), ``y = x * scale**-beta``. alpha is divided by n (as in Caffe and

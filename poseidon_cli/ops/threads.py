@@ -11,9 +11,9 @@ thread for the whole process (through ``threadpoolctl`` when it is importable, e
 the set-threads entry of each loaded OpenBLAS), whatever the pool size. Every GEMM the
 engine issues then sits inside one batch slice, so the parallelism comes from this pool only.
 Why process-wide and not around each call: OpenBLAS worker threads busy-wait for a while after
-every call, so a multi-threaded BLAS anywhere next to this pool competes with it for the cores.
-Measured on a loaded 2-core host: a 100x32x16x16 5x5 convolution forward took ~730 ms with two
-OpenBLAS threads and ~80 ms single-threaded (torch ~100 ms); with this pool, ~75 ms.
+every call, so a multi-threaded BLAS anywhere next to this pool competes with it for the cores
+(on a loaded host a convolution ran several times slower with two OpenBLAS threads than with one;
+README, Performance, has the measurement).
 
 Calls nest safely: ``parallel_for`` inside a pool worker runs serially in that worker.
 Only NumPy arrays are split; callers pass ``xp`` so the CuPy path runs as one call.

@@ -1,4 +1,4 @@
-"""Pooling ops: Caffe's known-answer cases (caffe-semantics.md §6.2), a naive Caffe-rule loop,
+"""Pooling ops: Caffe's known-answer cases (BVLC ``test_pooling_layer.cpp``), a naive Caffe-rule loop,
 torch for ceil-mode MAX, finite differences for AVE/MAX backward."""
 import math
 
