@@ -43,7 +43,7 @@ from ..layers.base import RunContext
 from ..solver.solver import Solver
 from ..solver.log import TrainLog
 from . import sfb as sfb_mod
-from .updater import STATS_PREFIX, SolverUpdater, check_solver
+from ..ps.updaters import STATS_PREFIX, SolverUpdater, check_solver
 from .wfbp import WaitFreeBackprop
 
 DEFAULT_DEADLINE_S = 60.0
@@ -262,7 +262,7 @@ def _job_id(hosts_path) -> str:
 def run_client(client_id: int, hosts, opts) -> int:
     """Run client ``client_id`` of ``hosts`` until training ends; returns an exit code."""
     from ..ps.client import PSClient
-    from ..ps.transport import make_transport
+    from ..ps.client import make_transport
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
     from .launch import workers_per_client

@@ -10,13 +10,13 @@ import pytest
 from cluster_helpers import read_caffemodel, rel_diff
 from poseidon_cli import config
 from poseidon_cli.distributed import sfb
-from poseidon_cli.distributed.updater import SolverUpdater
+from poseidon_cli.ps.updaters import SolverUpdater
 from poseidon_cli.distributed.worker import DistributedSolver
 from poseidon_cli.errors import ClusterError
 from poseidon_cli.layers.base import RunContext
 from poseidon_cli.ps.client import PSClient
 from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.transport import LocalTransport
+from poseidon_cli.ps.local_transport import LocalTransport
 from poseidon_cli.solver.log import TrainLog
 
 # two large-ish InnerProduct layers (256 -> 512 -> 512) and a small one (512 -> 10)

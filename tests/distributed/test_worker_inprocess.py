@@ -7,12 +7,12 @@ import pytest
 
 from cluster_helpers import make_digits, read_caffemodel, rel_diff, write_job
 from poseidon_cli import config
-from poseidon_cli.distributed.updater import SolverUpdater
+from poseidon_cli.ps.updaters import SolverUpdater
 from poseidon_cli.distributed.worker import DistributedSolver
 from poseidon_cli.layers.base import RunContext
 from poseidon_cli.ps.client import PSClient
 from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.transport import LocalTransport
+from poseidon_cli.ps.local_transport import LocalTransport
 from poseidon_cli.solver.log import TrainLog
 from poseidon_cli.solver.solver import Solver
 
