@@ -244,3 +244,40 @@ def test_every_path_gives_the_single_node_step_bit_for_bit(kind, reg, policy, pa
         assert len(hist[k]) == len(ref_hist[k]) == U.make_rule(param).num_history
         for j, (a, b) in enumerate(zip(hist[k], ref_hist[k])):
             assert a.tobytes() == b.tobytes(), f"{path.__name__}: {name} {history_slot(j)} differs"
+
+
+def sufficient_factors(param, start, grads):
+    """The SFB path, split as ``--svb`` splits a layer: the InnerProduct weight is updated by a
+    ``FactorExchange`` (its capture -> rebuild -> step), the bias by the parameter server. The
+    exchange rebuilds the gradient from factors, so they are chosen to give exactly the given one:
+    the bottom is the K x K identity and the top diff is gᵀ (every product is g·1 or g·0)."""
+    from poseidon_cli.distributed import sfb
+    from poseidon_cli.net import Net
+
+    p = caffe_pb2.SolverParameter()
+    p.CopyFrom(param)
+    k_in = start[0][1].shape[1]
+    for shape in p.net_param.layer[0].input_param.shape:
+        shape.dim[0] = k_in                         # batch rows = K: room for the identity
+    net = Net(p.net_param, xp=np)
+    li = net.layer_names.index("ip")
+    net.learnable_params[0].data[...] = start[0][1]
+    rule = U.make_rule(p)
+    history = U.new_history(rule, start[0][1].shape, np, np.float32)
+    plan = sfb.LayerPlan("ip", li, 0, net.learnable_param_names[0], start[0][1].shape, k_in, 0, 0, "sfb")
+    ex = sfb.FactorExchange(net, [plan], lambda k: history, p, 0, 1, "job",
+                            sfb.LocalFactorHub().transport())
+    try:
+        for t, g in enumerate(grads):
+            net.blobs["data"].data[...] = np.eye(k_in, dtype=np.float32)
+            net.blobs["ip"].diff[...] = g[0].T
+            ex.capture(li, t)
+            ex.ensure(li, t + 1)
+        assert ex.applied == [len(grads)]
+    finally:
+        ex.close()
+    bias_data, bias_hist = parameter_server(param, start[1:], [g[1:] for g in grads])
+    return [net.learnable_params[0].data.copy()] + bias_data, [[h.copy() for h in history]] + bias_hist
+
+
+PATHS.append(sufficient_factors)

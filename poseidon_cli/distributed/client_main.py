@@ -63,11 +63,10 @@ def _stats_path(spec):
 
 def run_client(spec: ClusterSpec, xp=None) -> int:
     """Run this process's worker until training ends; returns an exit code (see module doc)."""
-    from ..ps.client import PSClient
+    from ..ps.client import PSClient, make_transport
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
-    from ..ps.transport import make_transport
-    from .updater import SolverUpdater
+    from ..ps.updaters import SolverUpdater
     from .worker import DistributedSolver
 
     if spec.client_id is None:

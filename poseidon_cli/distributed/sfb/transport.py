@@ -78,7 +78,7 @@ class GrpcFactorTransport(FactorTransport):
 
     def _stub(self, peer, deadline_s):
         import grpc
-        from ...ps.server import CHANNEL_OPTIONS
+        from ...ps.protocol import CHANNEL_OPTIONS
 
         a = self.addresses[peer]
         if not isinstance(a, str):   # resolved once; sends to one peer are sequential per layer
@@ -141,7 +141,7 @@ def serve_factors(exchange, host, max_workers=16):
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
-    from ...ps.server import CHANNEL_OPTIONS
+    from ...ps.protocol import CHANNEL_OPTIONS
 
     pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"sfb-w{exchange.worker_id}")
     server = grpc.server(pool, options=CHANNEL_OPTIONS)
