@@ -8,7 +8,7 @@ mode (off, on, auto). For each mode it reports, per node and iteration:
 * measured link bytes (tx + rx of the node's eth0, from the kernel), taken as the difference
   between a run of ``--warm`` iterations and one of ``--warm + --iters`` iterations, so start-up
   traffic (initial weights, registration) cancels out;
-* the analytic bytes of the cost model (sfb.py: PS 2·M·N·(P1+P2-2)/P2, SFB 2·K·(P1-1)·(M+N) values
+* the analytic bytes of the cost model (distributed/sfb/plan.py: PS 2·M·N·(P1+P2-2)/P2, SFB 2·K·(P1-1)·(M+N) values
   per layer, biases on the PS) and measured / model;
 * the mean iteration time of the long run (wall time from one update to the next, the first
   iteration left out), the speed-up over ``off``, and the CPU seconds per iteration of each client
@@ -23,7 +23,9 @@ When the clients' summed CPU time per iteration divided by the cores exceeds the
 run measures this machine's CPU, not the network: the summary prints both bounds.
 
     sudo .venv/bin/python bench/sfb.py [--clients 4] [--rate 1gbit] [--iters 6] [--warm 2]
-                                       [--modes off,on,auto] [--threads 1] [--json out.json]
+                                       [--modes off,on,auto] [--threads 1] [--json PATH]
+
+JSON goes to ``--json`` (default ``bench/results/sfb.json``).
 
 Not root, or no ``ip``/``tc``: prints why and exits 0 (skipped).
 """
@@ -42,6 +44,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+
+# benchmarks run with OpenBLAS's own core detection, not a machine-wide override; the clients
+# inherit this environment
+for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    os.environ.pop(_var, None)
 
 from netns import NetnsCluster, NetnsUnavailable, check_available, parse_rate  # noqa: E402
 
@@ -170,7 +177,7 @@ def main(argv=None):
     ap.add_argument("--deadline", type=float, default=120.0)
     ap.add_argument("--threads", type=int, default=1,
                     help="compute threads per client (OPENBLAS_NUM_THREADS, POSEIDON_NUM_THREADS)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=str(REPO / "bench" / "results" / "sfb.json"))
     a = ap.parse_args(argv)
     try:
         check_available()
@@ -236,6 +243,7 @@ def main(argv=None):
     print(f"CPU s/iter: summed over the {a.clients} client processes; CPU bound = that / {cores} cores; "
           f"link bound = MB/node/iter / 2 directions / {a.rate}")
     if a.json:
+        os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as fh:
             json.dump({"clients": a.clients, "rate": a.rate, "batch": a.batch, "width": a.width,
                        "hidden": hidden, "classes": a.classes, "iters": a.iters, "results": results}, fh, indent=1)
