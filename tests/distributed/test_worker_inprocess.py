@@ -1,18 +1,12 @@
-"""DistributedSolver over an in-process PS (threads + LocalTransport) against one node."""
+"""Workers (Solver + PSSync) over an in-process PS (threads + LocalTransport) against one node."""
 import os
-import threading
 
 import numpy as np
 import pytest
 
 from cluster_helpers import make_digits, read_caffemodel, rel_diff, write_job
+from inprocess import train_cluster as run_workers
 from poseidon_cli import config
-from poseidon_cli.distributed.updater import SolverUpdater
-from poseidon_cli.distributed.worker import DistributedSolver
-from poseidon_cli.layers.base import RunContext
-from poseidon_cli.ps.client import PSClient
-from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.transport import LocalTransport
 from poseidon_cli.solver.log import TrainLog
 from poseidon_cli.solver.solver import Solver
 
@@ -27,47 +21,11 @@ def train_single(solver_path):
 
 
 def train_cluster(solver_path, workers, shards=2, staleness=0, stop_at=None, resume=None):
-    """Train ``workers`` DistributedSolvers in threads over ``shards`` in-process shards.
+    """Train ``workers`` Workers in threads over ``shards`` in-process shards (``inprocess.py``).
     ``stop_at``: stop after that many iterations (snapshots as configured); ``resume``: start
     every worker from this .solverstate (as ``poseidon train --snapshot`` does)."""
-    param = config.load_solver_param(solver_path)
-    if stop_at is not None:
-        param.max_iter = stop_at
-        param.snapshot_after_train = False
-    solvers = [DistributedSolver(param, solver_path=solver_path, log=TrainLog(streams=[]),
-                                 context=RunContext(client_id=r, num_clients=workers))
-               for r in range(workers)]
-    if resume:
-        for s in solvers:
-            s.restore(resume)
-    stores = [ShardStore(i, shards, "job", SolverUpdater(param, solvers[0].multipliers(), solvers[0].iter),
-                         deadline_s=30)
-              for i in range(shards)]
-    clients = [PSClient([LocalTransport(st) for st in stores], "job", r, workers, solvers[r].ps_layout(),
-                        staleness=staleness, deadline_s=30, heartbeat_s=None) for r in range(workers)]
-    errors = []
-
-    def run(r):
-        try:
-            clients[r].connect()
-            solvers[r].attach(clients[r])
-            if r == 0:
-                solvers[r].publish_initial_state()
-            clients[r].barrier()
-            solvers[r].wfbp.request_pulls()
-            solvers[r].solve()
-            solvers[r].wfbp.wait_all()
-            clients[r].finish()
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append((r, e))
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
-    return solvers
+    return run_workers(solver_path, workers, shards=shards, staleness=staleness, stop_at=stop_at,
+                       resume=resume)
 
 
 @pytest.mark.parametrize("solver_type,workers", [("SGD", 2), ("Adam", 2), ("SGD", 4), ("Adam", 4)])
@@ -86,9 +44,9 @@ def test_p_workers_equal_one_worker_of_p_times_the_batch(tmp_path, solver_type, 
     for k in ref:
         assert rel_diff(got[k], ref[k]) < 1e-4, k
     # replicas identical (all communicated params)
-    for k, blob in enumerate(workers[0].net.learnable_params):
-        if workers[0].communicated[k]:
-            np.testing.assert_array_equal(blob.data, workers[1].net.learnable_params[k].data)
+    for k, blob in enumerate(workers[0].solver.net.learnable_params):
+        if workers[0].sync.syncs[k].communicated:
+            np.testing.assert_array_equal(blob.data, workers[1].solver.net.learnable_params[k].data)
 
 
 def test_staleness_two_trains_and_finishes_every_clock(tmp_path):
@@ -102,7 +60,7 @@ def test_staleness_two_trains_and_finishes_every_clock(tmp_path):
     initial = start.last_test_scores[0]["loss"]
     workers = train_cluster(dist, workers=2, staleness=2)
     assert all(w.client.clock_value == 20 for w in workers)
-    final = workers[0].last_test_scores[0]["loss"]
+    final = workers[0].solver.last_test_scores[0]["loss"]
     assert final < initial - 0.5, (initial, final)
     assert os.path.exists(tmp_path / "dist/snap/tiny_iter_20.caffemodel")
 
@@ -112,6 +70,6 @@ def test_test_phase_averages_over_workers(tmp_path):
     paths = make_digits(tmp_path)
     dist = write_job(tmp_path / "dist", paths, batch=4, iters=10)
     workers = train_cluster(dist, workers=2)
-    a, b = (w.last_test_scores[0] for w in workers)
+    a, b = (w.solver.last_test_scores[0] for w in workers)
     assert a == b  # every worker logs the cluster-wide mean
     assert 0.0 <= a["acc"] <= 1.0
