@@ -116,7 +116,7 @@ def role_comm(args):
 
     from poseidon_cli import config
     from poseidon_cli.distributed.hosts import parse_hosts
-    from poseidon_cli.distributed.updater import SolverUpdater
+    from poseidon_cli.ps.updaters import SolverUpdater
     from poseidon_cli.distributed.worker import DistributedSolver, _job_id
     from poseidon_cli.layers.base import RunContext
     from poseidon_cli.ps.client import PSClient

@@ -36,7 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poseidon_cli.ps.client import PSClient  # noqa: E402
-from poseidon_cli.ps.transport import make_transport  # noqa: E402
+from poseidon_cli.ps.client import make_transport  # noqa: E402
 
 ALEXNET = [("conv1.0", (96, 3, 11, 11)), ("conv1.1", (96,)), ("conv2.0", (256, 48, 5, 5)), ("conv2.1", (256,)),
            ("conv3.0", (384, 256, 3, 3)), ("conv3.1", (384,)), ("conv4.0", (384, 192, 3, 3)), ("conv4.1", (384,)),

@@ -40,4 +40,16 @@ class SolverError(PoseidonError):
 
 
 class ClusterError(PoseidonError):
-    """Hosts file, rank discovery, unreachable peer, dead worker, deadline expired."""
+    """Hosts file, rank discovery, unreachable peer, dead worker, deadline expired.
+
+    Structured fields, so that code naming the failed peer never parses the wording:
+    ``lost_workers``: the worker ids the raiser knows to be dead (sorted tuple, empty if none);
+    ``shard``: the parameter-server shard that raised it or that could not be reached (None if
+    none). A shard fills them; the gRPC and TCP transports carry them to the worker, whose client
+    re-raises with them.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, lost_workers=(), shard: int | None = None):
+        super().__init__(message, hint)
+        self.lost_workers = tuple(sorted(int(w) for w in lost_workers))
+        self.shard = None if shard is None else int(shard)

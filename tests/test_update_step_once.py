@@ -118,3 +118,129 @@ def test_row_blocks_give_the_whole_tensor_result_bit_for_bit(kind):
     assert w_blocks.tobytes() == w_whole.tobytes()
     for a, b in zip(h_blocks, h_whole):
         assert a.tobytes() == b.tobytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# Part 2: the paths that change weights -- single-node Solver and the parameter server's
+# SolverUpdater -- fed the same gradients end with bit-identical parameters and history.
+#
+# A path is ``fn(param, start, grads) -> (data, history)``: ``param`` the SolverParameter (its
+# net_param is the net), ``start`` the learnable params as ``(name, data0, lr_mult, decay_mult)``,
+# ``grads[t][k]`` the gradient of param k at iteration t; it returns the final data of every param
+# and ``history[k][j]`` (all float32 ndarrays of the param's shape). To add a path, write such a
+# function and append it to PATHS.
+
+from google.protobuf import text_format  # noqa: E402
+
+from poseidon_cli.ps.keys import Layout  # noqa: E402
+from poseidon_cli.ps.protocol import PROTOCOL_VERSION  # noqa: E402
+from poseidon_cli.ps.store import ShardStore  # noqa: E402
+from poseidon_cli.ps.updaters import SolverUpdater  # noqa: E402
+from poseidon_cli.solver.log import TrainLog  # noqa: E402
+from poseidon_cli.solver.solver import Solver  # noqa: E402
+
+NET = """
+name: "step_once"
+layer { name: "in" type: "Input" top: "data" top: "targets"
+  input_param { shape { dim: 2 dim: 7 } shape { dim: 2 dim: 6 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  inner_product_param { num_output: 6 weight_filler { type: "gaussian" std: 1 }
+                        bias_filler { type: "gaussian" std: 1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "targets" top: "loss" }
+"""
+ITERS = 6
+# 16 float32 per chunk: the 6 x 7 weight spans three chunks, one of them cut mid-row, on two shards
+CHUNK_BYTES = 64
+
+
+def full_param(kind, reg="L2", policy="step"):
+    p = solver_param(kind, regularization_type=reg, lr_policy=policy, gamma=0.5, stepsize=2,
+                     max_iter=ITERS, display=0, random_seed=5)
+    p.net_param.CopyFrom(text_format.Parse(NET, caffe_pb2.NetParameter()))
+    return p
+
+
+def single_node(param, start, grads):
+    """The reference: the Solver's own update, one iteration per gradient."""
+    import io
+    solver = Solver(param, xp=np, log=TrainLog([io.StringIO()], progress=False))
+    for blob, (_, data0, _, _) in zip(solver.net.learnable_params, start):
+        blob.data[...] = data0
+    for g in grads:
+        for blob, gk in zip(solver.net.learnable_params, g):
+            blob.diff[...] = gk
+        solver.apply_update_local()
+        solver.iter += 1
+    return ([b.data.copy() for b in solver.net.learnable_params],
+            [[h.copy() for h in hist] for hist in solver.history])
+
+
+def parameter_server(param, start, grads, shards=2):
+    """One worker, ``shards`` ShardStores with the production SolverUpdater, over the store API."""
+    specs = [(name, data0.shape, "float32") for name, data0, _, _ in start]
+    mults = {name: (lr, dm) for name, _, lr, dm in start}
+    stores = [ShardStore(i, shards, "job", SolverUpdater(param, mults, 0)) for i in range(shards)]
+    for st in stores:
+        st.register(0, "job", PROTOCOL_VERSION, 1, 0, shards, CHUNK_BYTES, specs)
+    layout = Layout(specs, shards, CHUNK_BYTES)
+    for (name, data0, _, _) in start:
+        for ck in layout.by_param[name]:
+            stores[ck.shard].set_value(ck.key, data0.reshape(-1)[ck.start:ck.stop])
+    for t, g in enumerate(grads):
+        for (name, _, _, _), gk in zip(start, g):
+            for ck in layout.by_param[name]:
+                stores[ck.shard].push(0, t, ck.key, gk.reshape(-1)[ck.start:ck.stop].copy())
+        for st in stores:
+            st.clock(0, t + 1)
+    values, slots = {}, {}
+    for st in stores:
+        values.update(st.values())
+        for key, slot, arr in st.get_solver_state():
+            slots[(key, slot)] = arr
+    data, history = [], []
+    for name, data0, _, _ in start:
+        chunks = layout.by_param[name]
+        assert all(st.applied_clock(ck.key) == len(grads) for ck in chunks for st in stores
+                   if ck.key in st.values())
+        data.append(np.concatenate([values[ck.key] for ck in chunks]).reshape(data0.shape))
+        nh = U.make_rule(param).num_history
+        history.append([np.concatenate([slots[(ck.key, history_slot(j))] for ck in chunks])
+                        .reshape(data0.shape) for j in range(nh)])
+    return data, history
+
+
+PATHS = [parameter_server]
+
+
+def start_and_grads(param, seed=3):
+    """Initial values and multipliers of the net's learnable params, and ITERS gradients each."""
+    import io
+    net = Solver(param, xp=np, log=TrainLog([io.StringIO()], progress=False)).net
+    rng = np.random.default_rng(seed)
+    start = [(f"ip.{k}", b.data.copy(), net.params_lr[k], net.params_weight_decay[k])
+             for k, b in enumerate(net.learnable_params)]
+    grads = [[rng.normal(size=b.shape).astype(np.float32) for b in net.learnable_params]
+             for _ in range(ITERS)]
+    return start, grads
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("kind,reg,policy", [(k, "L2", "step") for k in RULES]
+                         + [("SGD", "L1", "multistep"), ("Adam", "L1", "inv")])
+def test_every_path_gives_the_single_node_step_bit_for_bit(kind, reg, policy, path):
+    param = full_param(kind, reg, policy)
+    if policy == "multistep":
+        param.stepvalue.extend([1, 1, 4])  # two steps due at once: the counter advances one per iteration
+    if policy == "inv":
+        param.power = 0.75
+    start, grads = start_and_grads(param)
+    ref_data, ref_hist = single_node(param, start, [[g.copy() for g in gs] for gs in grads])
+    data, hist = path(param, start, [[g.copy() for g in gs] for gs in grads])
+    for k, (name, data0, _, _) in enumerate(start):
+        assert not np.array_equal(ref_data[k], data0), "the reference did not move"
+        assert data[k].dtype == ref_data[k].dtype == np.float32
+        assert data[k].tobytes() == ref_data[k].tobytes(), f"{path.__name__}: {name} data differs"
+        assert len(hist[k]) == len(ref_hist[k]) == U.make_rule(param).num_history
+        for j, (a, b) in enumerate(zip(hist[k], ref_hist[k])):
+            assert a.tobytes() == b.tobytes(), f"{path.__name__}: {name} {history_slot(j)} differs"

@@ -24,47 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08ps.proto\x12\x0bposeidon.ps\"T\n\x06Header\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\x05\x12\r\n\x05\x63lock\x18\x03 \x01(\x03\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\"7\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\xaf\x01\n\x0fRegisterRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x13\n\x0bnum_workers\x18\x02 \x01(\x05\x12\x11\n\tstaleness\x18\x03 \x01(\x05\x12\x12\n\nnum_shards\x18\x04 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x05 \x01(\x03\x12&\n\x06params\x18\x06 \x03(\x0b\x32\x16.poseidon.ps.ParamSpec\"`\n\rRegisterReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x10\n\x08shard_id\x18\x02 \x01(\x05\x12\x18\n\x10num_owned_chunks\x18\x03 \x01(\x05\"m\n\x05\x43hunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0b\n\x03key\x18\x02 \x01(\x03\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.poseidon.ps.ChunkKind\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\"V\n\tPushReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\"S\n\x0bPullRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0c\n\x04keys\x18\x02 \x03(\x03\x12\x11\n\tmin_clock\x18\x03 \x01(\x03\"3\n\x0c\x43lockRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\"K\n\nClockReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x18\n\x10min_worker_clock\x18\x02 \x01(\x03\"I\n\x0e\x42\x61rrierRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x12\n\nbarrier_id\x18\x02 \x01(\x03\"*\n\x03\x41\x63k\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\"G\n\x12SolverStateRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0c\n\x04keys\x18\x02 \x03(\x03\"~\n\x10SolverStateChunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0b\n\x03key\x18\x02 \x01(\x03\x12\x0c\n\x04slot\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\"[\n\x0fShutdownRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0bstop_server\x18\x03 \x01(\x08\"4\n\rHealthRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\"\x91\x01\n\x0bHealthReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x10\n\x08shard_id\x18\x02 \x01(\x05\x12\x0f\n\x07serving\x18\x03 \x01(\x08\x12\x15\n\rworker_clocks\x18\x04 \x03(\x03\x12\x14\n\x0c\x64\x65\x61\x64_workers\x18\x05 \x03(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t*7\n\tChunkKind\x12\x0c\n\x08GRADIENT\x10\x00\x12\x11\n\rZERO_GRADIENT\x10\x01\x12\t\n\x05VALUE\x10\x02\x32\x96\x05\n\x0fParameterServer\x12\x44\n\x08Register\x12\x1c.poseidon.ps.RegisterRequest\x1a\x1a.poseidon.ps.RegisterReply\x12\x34\n\x04Push\x12\x12.poseidon.ps.Chunk\x1a\x16.poseidon.ps.PushReply(\x01\x12\x36\n\x04Pull\x12\x18.poseidon.ps.PullRequest\x1a\x12.poseidon.ps.Chunk0\x01\x12;\n\x05\x43lock\x12\x19.poseidon.ps.ClockRequest\x1a\x17.poseidon.ps.ClockReply\x12\x38\n\x07\x42\x61rrier\x12\x1b.poseidon.ps.BarrierRequest\x1a\x10.poseidon.ps.Ack\x12R\n\x0eGetSolverState\x12\x1f.poseidon.ps.SolverStateRequest\x1a\x1d.poseidon.ps.SolverStateChunk0\x01\x12\x43\n\x0eSetSolverState\x12\x1d.poseidon.ps.SolverStateChunk\x1a\x10.poseidon.ps.Ack(\x01\x12:\n\x08Shutdown\x12\x1c.poseidon.ps.ShutdownRequest\x1a\x10.poseidon.ps.Ack\x12>\n\x06Health\x12\x1a.poseidon.ps.HealthRequest\x1a\x18.poseidon.ps.HealthReply\x12\x43\n\tHeartbeat\x12\x1a.poseidon.ps.HealthRequest\x1a\x18.poseidon.ps.HealthReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08ps.proto\x12\x0bposeidon.ps\"T\n\x06Header\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\x05\x12\r\n\x05\x63lock\x18\x03 \x01(\x03\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\"\x7f\n\tParamSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12)\n\x04role\x18\x04 \x01(\x0e\x32\x1b.poseidon.ps.ParamSpec.Role\"\x1b\n\x04Role\x12\t\n\x05PARAM\x10\x00\x12\x08\n\x04STAT\x10\x01\"\xc3\x01\n\x0fRegisterRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x13\n\x0bnum_workers\x18\x02 \x01(\x05\x12\x11\n\tstaleness\x18\x03 \x01(\x05\x12\x12\n\nnum_shards\x18\x04 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x05 \x01(\x03\x12&\n\x06params\x18\x06 \x03(\x0b\x32\x16.poseidon.ps.ParamSpec\x12\x12\n\njob_config\x18\x07 \x01(\t\"`\n\rRegisterReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x10\n\x08shard_id\x18\x02 \x01(\x05\x12\x18\n\x10num_owned_chunks\x18\x03 \x01(\x05\"m\n\x05\x43hunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0b\n\x03key\x18\x02 \x01(\x03\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.poseidon.ps.ChunkKind\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\"V\n\tPushReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x05\x12\x12\n\nduplicates\x18\x03 \x01(\x05\"S\n\x0bPullRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0c\n\x04keys\x18\x02 \x03(\x03\x12\x11\n\tmin_clock\x18\x03 \x01(\x03\"3\n\x0c\x43lockRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\"K\n\nClockReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x18\n\x10min_worker_clock\x18\x02 \x01(\x03\"I\n\x0e\x42\x61rrierRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x12\n\nbarrier_id\x18\x02 \x01(\x03\"*\n\x03\x41\x63k\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\"G\n\x12SolverStateRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0c\n\x04keys\x18\x02 \x03(\x03\"~\n\x10SolverStateChunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0b\n\x03key\x18\x02 \x01(\x03\x12\x0c\n\x04slot\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x0f \x01(\x0c\"[\n\x0fShutdownRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0bstop_server\x18\x03 \x01(\x08\"4\n\rHealthRequest\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\"\x91\x01\n\x0bHealthReply\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.poseidon.ps.Header\x12\x10\n\x08shard_id\x18\x02 \x01(\x05\x12\x0f\n\x07serving\x18\x03 \x01(\x08\x12\x15\n\rworker_clocks\x18\x04 \x03(\x03\x12\x14\n\x0c\x64\x65\x61\x64_workers\x18\x05 \x03(\x05\x12\r\n\x05\x65rror\x18\x06 \x01(\t*7\n\tChunkKind\x12\x0c\n\x08GRADIENT\x10\x00\x12\x11\n\rZERO_GRADIENT\x10\x01\x12\t\n\x05VALUE\x10\x02\x32\x96\x05\n\x0fParameterServer\x12\x44\n\x08Register\x12\x1c.poseidon.ps.RegisterRequest\x1a\x1a.poseidon.ps.RegisterReply\x12\x34\n\x04Push\x12\x12.poseidon.ps.Chunk\x1a\x16.poseidon.ps.PushReply(\x01\x12\x36\n\x04Pull\x12\x18.poseidon.ps.PullRequest\x1a\x12.poseidon.ps.Chunk0\x01\x12;\n\x05\x43lock\x12\x19.poseidon.ps.ClockRequest\x1a\x17.poseidon.ps.ClockReply\x12\x38\n\x07\x42\x61rrier\x12\x1b.poseidon.ps.BarrierRequest\x1a\x10.poseidon.ps.Ack\x12R\n\x0eGetSolverState\x12\x1f.poseidon.ps.SolverStateRequest\x1a\x1d.poseidon.ps.SolverStateChunk0\x01\x12\x43\n\x0eSetSolverState\x12\x1d.poseidon.ps.SolverStateChunk\x1a\x10.poseidon.ps.Ack(\x01\x12:\n\x08Shutdown\x12\x1c.poseidon.ps.ShutdownRequest\x1a\x10.poseidon.ps.Ack\x12>\n\x06Health\x12\x1a.poseidon.ps.HealthRequest\x1a\x18.poseidon.ps.HealthReply\x12\x43\n\tHeartbeat\x12\x1a.poseidon.ps.HealthRequest\x1a\x18.poseidon.ps.HealthReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ps_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHUNKKIND']._serialized_start=1473
-  _globals['_CHUNKKIND']._serialized_end=1528
+  _globals['_CHUNKKIND']._serialized_start=1565
+  _globals['_CHUNKKIND']._serialized_end=1620
   _globals['_HEADER']._serialized_start=25
   _globals['_HEADER']._serialized_end=109
   _globals['_PARAMSPEC']._serialized_start=111
-  _globals['_PARAMSPEC']._serialized_end=166
-  _globals['_REGISTERREQUEST']._serialized_start=169
-  _globals['_REGISTERREQUEST']._serialized_end=344
-  _globals['_REGISTERREPLY']._serialized_start=346
-  _globals['_REGISTERREPLY']._serialized_end=442
-  _globals['_CHUNK']._serialized_start=444
-  _globals['_CHUNK']._serialized_end=553
-  _globals['_PUSHREPLY']._serialized_start=555
-  _globals['_PUSHREPLY']._serialized_end=641
-  _globals['_PULLREQUEST']._serialized_start=643
-  _globals['_PULLREQUEST']._serialized_end=726
-  _globals['_CLOCKREQUEST']._serialized_start=728
-  _globals['_CLOCKREQUEST']._serialized_end=779
-  _globals['_CLOCKREPLY']._serialized_start=781
-  _globals['_CLOCKREPLY']._serialized_end=856
-  _globals['_BARRIERREQUEST']._serialized_start=858
-  _globals['_BARRIERREQUEST']._serialized_end=931
-  _globals['_ACK']._serialized_start=933
-  _globals['_ACK']._serialized_end=975
-  _globals['_SOLVERSTATEREQUEST']._serialized_start=977
-  _globals['_SOLVERSTATEREQUEST']._serialized_end=1048
-  _globals['_SOLVERSTATECHUNK']._serialized_start=1050
-  _globals['_SOLVERSTATECHUNK']._serialized_end=1176
-  _globals['_SHUTDOWNREQUEST']._serialized_start=1178
-  _globals['_SHUTDOWNREQUEST']._serialized_end=1269
-  _globals['_HEALTHREQUEST']._serialized_start=1271
-  _globals['_HEALTHREQUEST']._serialized_end=1323
-  _globals['_HEALTHREPLY']._serialized_start=1326
-  _globals['_HEALTHREPLY']._serialized_end=1471
-  _globals['_PARAMETERSERVER']._serialized_start=1531
-  _globals['_PARAMETERSERVER']._serialized_end=2193
+  _globals['_PARAMSPEC']._serialized_end=238
+  _globals['_PARAMSPEC_ROLE']._serialized_start=211
+  _globals['_PARAMSPEC_ROLE']._serialized_end=238
+  _globals['_REGISTERREQUEST']._serialized_start=241
+  _globals['_REGISTERREQUEST']._serialized_end=436
+  _globals['_REGISTERREPLY']._serialized_start=438
+  _globals['_REGISTERREPLY']._serialized_end=534
+  _globals['_CHUNK']._serialized_start=536
+  _globals['_CHUNK']._serialized_end=645
+  _globals['_PUSHREPLY']._serialized_start=647
+  _globals['_PUSHREPLY']._serialized_end=733
+  _globals['_PULLREQUEST']._serialized_start=735
+  _globals['_PULLREQUEST']._serialized_end=818
+  _globals['_CLOCKREQUEST']._serialized_start=820
+  _globals['_CLOCKREQUEST']._serialized_end=871
+  _globals['_CLOCKREPLY']._serialized_start=873
+  _globals['_CLOCKREPLY']._serialized_end=948
+  _globals['_BARRIERREQUEST']._serialized_start=950
+  _globals['_BARRIERREQUEST']._serialized_end=1023
+  _globals['_ACK']._serialized_start=1025
+  _globals['_ACK']._serialized_end=1067
+  _globals['_SOLVERSTATEREQUEST']._serialized_start=1069
+  _globals['_SOLVERSTATEREQUEST']._serialized_end=1140
+  _globals['_SOLVERSTATECHUNK']._serialized_start=1142
+  _globals['_SOLVERSTATECHUNK']._serialized_end=1268
+  _globals['_SHUTDOWNREQUEST']._serialized_start=1270
+  _globals['_SHUTDOWNREQUEST']._serialized_end=1361
+  _globals['_HEALTHREQUEST']._serialized_start=1363
+  _globals['_HEALTHREQUEST']._serialized_end=1415
+  _globals['_HEALTHREPLY']._serialized_start=1418
+  _globals['_HEALTHREPLY']._serialized_end=1563
+  _globals['_PARAMETERSERVER']._serialized_start=1623
+  _globals['_PARAMETERSERVER']._serialized_end=2285
 # @@protoc_insertion_point(module_scope)

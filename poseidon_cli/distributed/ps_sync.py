@@ -34,15 +34,16 @@ from ..solver.step import history_slot
 from ..solver.sync import Reduction, Sync
 from . import sfb as sfb_mod
 from .param_sync import param_syncs
-from .updater import check_solver
+from ..ps.keys import STAT
+from ..ps.updaters import check_solver
 from .wfbp import WaitFreeBackprop
 
 DEFAULT_DEADLINE_S = 60.0
 
 
-def solver_fingerprint(param) -> str:
-    """The solver fields every client must agree on, as text: a client whose solver differs is
-    rejected at registration, naming both texts."""
+def job_config(param) -> str:
+    """The solver fields every worker must agree on, as ``field=value`` words: registration
+    (``RegisterRequest.job_config``) rejects a worker whose solver differs, naming the fields."""
     fields = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize", "momentum", "momentum2",
               "weight_decay", "regularization_type", "delta", "rms_decay", "max_iter", "iter_size")
     parts = []
@@ -51,19 +52,15 @@ def solver_fingerprint(param) -> str:
         parts.append(f"{f}={v:.7g}" if isinstance(v, float) else f"{f}={v}")
     if param.stepvalue:
         parts.append("stepvalue=" + ",".join(map(str, param.stepvalue)))
-    return "__solver__ " + " ".join(parts)
+    return " ".join(parts)
 
 
 def _stat_name(what: Reduction, net_id: int) -> str:
-    if what is Reduction.LOSS:
-        return "__loss__"
-    if what is Reduction.TRAIN_OUTPUTS:
-        return "__train_outputs__"
-    if what is Reduction.TEST_LOSS:
-        return f"__test{net_id}_loss__"
-    if what is Reduction.TEST_OUTPUTS:
-        return f"__test{net_id}__"
-    raise ValueError(f"unknown reduction {what!r}")
+    """The STAT tensor of a reduction (one per test net for the TEST_* ones). No ``/`` in it, so
+    it never equals a parameter's ``<layer>/<index>`` name."""
+    if what in (Reduction.TEST_LOSS, Reduction.TEST_OUTPUTS):
+        return f"stat:test{int(net_id)}:{what.value}"
+    return f"stat:{what.value}"
 
 
 class PSSync(Sync):
@@ -117,13 +114,16 @@ class PSSync(Sync):
         return sizes
 
     def ps_layout(self):
-        """``[(name, shape, dtype)]`` for the ``PSClient``: every "ps" parameter, then the
-        statistics tensors and the solver fingerprint."""
+        """``[(name, shape, dtype, role)]`` for the ``PSClient``: every "ps" parameter, then one
+        statistics tensor (role STAT) per :class:`Reduction` and test net."""
         params = [(s.ps_name, tuple(s.param.blob.shape), "float32") for s in self.syncs if s.scheme == "ps"]
         for name, size in self._stats_sizes().items():
-            params.append((name, (size,), "float64"))
-        params.append((solver_fingerprint(self.solver.param), (1,), "float64"))
+            params.append((name, (size,), "float64", STAT))
         return params
+
+    def job_config(self) -> str:
+        """What every worker must agree on beyond the layout (``PSClient(job_config=...)``)."""
+        return job_config(self.solver.param)
 
     def multipliers(self):
         """PS name -> (lr_mult, decay_mult) of every "ps" parameter (the shards' updater)."""
@@ -154,8 +154,7 @@ class PSSync(Sync):
         """Worker 0: store the parameters and the solver history in the PS; SFB weights to peers."""
         values = {s.ps_name: backend.to_host(s.param.blob.data) for s in self.syncs if s.scheme == "ps"}
         for name, size in self._stats_sizes().items():
-            values[name] = np.zeros(size)
-        values[solver_fingerprint(self.solver.param)] = np.zeros(1)
+            values[name] = np.zeros(size)   # a pull waits for initialised chunks, STAT ones too
         self.client.init_params(values)
         state = {}
         for s, hist in zip(self.syncs, self.solver.history):
@@ -216,17 +215,7 @@ class PSSync(Sync):
             p, it = self.solver.param, self.solver.iter
             if not (p.display and it % p.display == 0):
                 return list(values)
-        return self._mean_over_workers(_stat_name(what, net_id), values)
-
-    def _mean_over_workers(self, name, values):
-        """Average ``values`` over every worker through the PS statistics tensor ``name``."""
-        size = self._stats_sizes()[name]
-        arr = np.zeros(size)
-        arr[:len(values)] = np.asarray(values, dtype=np.float64)
-        self.client.push(name, arr, copy=False)
-        out = self.client.pull(name, min_clock=self.client.clock_value + 1).result(
-            timeout=self.deadline_s + 5.0)
-        return [float(v) for v in out[:len(values)]]
+        return [float(v) for v in self.client.mean_over_workers(_stat_name(what, net_id), values)]
 
     def test_share(self, n: int) -> int:
         return int(math.ceil(n / self.world_size))

@@ -43,8 +43,8 @@ from ..layers.base import RunContext
 from ..solver.solver import Solver
 from ..solver.log import TrainLog
 from . import sfb as sfb_mod
+from ..ps.updaters import SolverUpdater
 from .ps_sync import DEFAULT_DEADLINE_S, PSSync
-from .updater import SolverUpdater
 
 
 class Worker:
@@ -171,7 +171,7 @@ def _job_id(hosts_path) -> str:
 def run_client(client_id: int, hosts, opts) -> int:
     """Run client ``client_id`` of ``hosts`` until training ends; returns an exit code."""
     from ..ps.client import PSClient
-    from ..ps.transport import make_transport
+    from ..ps.client import make_transport
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
     from .launch import workers_per_client
@@ -236,7 +236,8 @@ def run_client(client_id: int, hosts, opts) -> int:
     # Control over gRPC, tensors over the shard's plain-TCP data plane (ps/README.md)
     transports = [make_transport(h.address, i, job) for i, h in enumerate(hosts)]
     client = PSClient(transports, job, worker_id=rank, num_workers=world, params=sync.ps_layout(),
-                      staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline)
+                      staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline,
+                      job_config=sync.job_config())
     stats_path = os.path.join(run_dir, f"stats.client{client_id}.json" if T == 1 else
                               f"stats.client{client_id}.worker{t}.json")
     spec = types.SimpleNamespace(client_id=client_id, workers_per_client=T, worker_index=t, hosts=hosts)

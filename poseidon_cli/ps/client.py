@@ -14,8 +14,12 @@ Typical use by one worker (rank ``w`` of ``P``)::
         client.clock()                    # iteration t done
     client.finish()                       # flush pushes, barrier, leave cleanly
 
-``transports[i]`` reaches shard ``i`` (``GrpcTransport`` over the network, ``LocalTransport`` in-process).
-Every blocking call is bounded by ``deadline_s`` and raises ClusterError naming the shard or workers.
+``transports[i]`` reaches shard ``i`` (:func:`make_transport` over the network, ``LocalTransport``
+in-process). Every blocking call is bounded by ``deadline_s`` and raises ClusterError naming the
+shard or workers, in its message and in its ``shard`` / ``lost_workers`` fields.
+
+Statistics (values to average over workers, e.g. the loss for the log) are tensors of role STAT in
+``params`` (``(name, shape, dtype, keys.STAT)``) read with :meth:`PSClient.mean_over_workers`.
 """
 from __future__ import annotations
 
@@ -29,9 +33,26 @@ import numpy as np
 
 from ..errors import ClusterError
 from . import consistency
-from .keys import DEFAULT_CHUNK_BYTES, Layout
-from .store import PROTOCOL_VERSION
-from .transport import GRADIENT, VALUE, ZERO_GRADIENT, ShardTransport
+from .keys import DEFAULT_CHUNK_BYTES, STAT, Layout
+from .protocol import DATA_PLANES, DEFAULT_DATA_PLANE, GRADIENT, PROTOCOL_VERSION, VALUE, ZERO_GRADIENT
+from .transport import ShardTransport
+
+
+def make_transport(address: str, shard_id: int, job_id: str, data_plane: str = DEFAULT_DATA_PLANE,
+                   **kwargs) -> ShardTransport:
+    """The network transport to shard ``shard_id`` whose gRPC server is at ``address``.
+
+    ``data_plane="tcp"``: Push / Pull payloads on plain TCP sockets, control over gRPC
+    (``tcp_transport.TcpTransport``; the shard must serve ``data_plane="tcp"``, the ShardServer
+    default); ``"grpc"``: everything over gRPC (``grpc_transport.GrpcTransport``). ``kwargs``
+    (``channels``, ``protocol_version``) go to the transport. ValueError for another data plane."""
+    if data_plane == "tcp":
+        from .tcp_transport import TcpTransport
+        return TcpTransport(address, shard_id, job_id, **kwargs)
+    if data_plane == "grpc":
+        from .grpc_transport import GrpcTransport
+        return GrpcTransport(address, shard_id, job_id, **kwargs)
+    raise ValueError(f"data_plane must be one of {DATA_PLANES}, got {data_plane!r}")
 
 
 def _gather(parts: Sequence[cf.Future], finish) -> cf.Future:
@@ -66,7 +87,9 @@ def _gather(parts: Sequence[cf.Future], finish) -> cf.Future:
 class PSClient:
     """Parameter-server client of one worker.
 
-    ``params``: the layout, ``[(name, shape[, dtype])]`` in net order -- identical on every worker.
+    ``params``: the layout, ``[(name, shape[, dtype[, role]])]`` in net order -- identical on every
+    worker. ``job_config``: what else every worker must agree on (``field=value`` words, e.g. the
+    solver settings); a shard rejects a worker whose config differs, naming the fields.
     ``streams_per_shard``: how many concurrent streams one tensor may use towards one shard (a big
     layer's chunks are split among them). ``heartbeat_s``: heartbeat period (None: none).
     """
@@ -76,8 +99,9 @@ class PSClient:
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, deadline_s: float = 60.0,
                  connect_timeout_s: float = 30.0, heartbeat_s: float | None = 1.0,
                  streams_per_shard: int = 2, max_threads: int | None = None,
-                 protocol_version: int = PROTOCOL_VERSION):
+                 protocol_version: int = PROTOCOL_VERSION, job_config: str = ""):
         self.transports = list(transports)
+        self.job_config = job_config
         self.layout = Layout(params, len(self.transports), chunk_bytes)
         self.job_id, self.worker_id, self.num_workers = job_id, worker_id, num_workers
         self.staleness, self.deadline_s = staleness, deadline_s
@@ -92,7 +116,7 @@ class PSClient:
         self._cache: dict[str, tuple[np.ndarray, int]] = {}
         # Output buffers of pulls whose arrays nobody references any more, per param (see _buffer).
         self._free: dict[str, list[np.ndarray]] = {}
-        self._failure: str | None = None
+        self._failure: tuple[str, int] | None = None  # (message, shard) of a broken heartbeat
         self._lock = threading.Lock()
         n = max_threads or max(8, 2 * len(self.transports) * self.streams_per_shard + 4)
         self._pool = cf.ThreadPoolExecutor(n, thread_name_prefix=f"ps-w{worker_id}")
@@ -120,13 +144,14 @@ class PSClient:
                                   for i, tr in pending.items())
                 raise ClusterError(f"worker {self.worker_id}: no answer within "
                                    f"{self.connect_timeout_s:.1f}s from {names}",
-                                   "check the hosts file and that every host is started")
+                                   "check the hosts file and that every host is started",
+                                   shard=min(pending))
             # keep trying until the deadline itself, not one backoff step short of it
             time.sleep(min(delay, left))
             delay = min(delay * 2, 1.0)
-        specs = [(s.name, s.shape, s.dtype) for s in self.layout.specs]
+        specs = [(s.name, s.shape, s.dtype, s.role) for s in self.layout.specs]
         args = (self.worker_id, self.job_id, self.protocol_version, self.num_workers, self.staleness,
-                len(self.transports), self.layout.chunk_bytes, specs)
+                len(self.transports), self.layout.chunk_bytes, specs, self.job_config)
         # Shard 0 first: it is the one referee of the job's layout, so when two workers disagree
         # (different net or solver) the one that registers second is told what differs, instead
         # of each shard siding with whoever reached it first.
@@ -137,16 +162,17 @@ class PSClient:
         if self.heartbeat_s:
             for i, tr in enumerate(self.transports):
                 tr.start_heartbeat(self.worker_id, self.heartbeat_s,
-                                   lambda msg, i=i: self._fail(f"shard {i}: {msg}"))
+                                   lambda msg, i=i: self._fail(f"shard {i}: {msg}", i))
 
-    def _fail(self, msg: str) -> None:
+    def _fail(self, msg: str, shard: int) -> None:
         with self._lock:
             if self._failure is None:
-                self._failure = msg
+                self._failure = (msg, shard)
 
     def _check(self) -> None:
         if self._failure:
-            raise ClusterError(f"worker {self.worker_id}: {self._failure}")
+            msg, shard = self._failure
+            raise ClusterError(f"worker {self.worker_id}: {msg}", shard=shard)
 
     def _groups(self, name: str):
         """(transport, chunks) groups for tensor ``name``: per shard, split into at most
@@ -238,15 +264,8 @@ class PSClient:
         def fetch(tr, cks):
             lowest = 1 << 62
             keys = [ck.key for ck in cks]
-            if hasattr(tr, "pull_into"):
-                for key, clk in tr.pull_into(self.worker_id, c, keys, min_clock, self.deadline_s, into):
-                    lowest = min(lowest, clk)
-            else:
-                for key, clk, buf in tr.pull(self.worker_id, c, keys, min_clock, self.deadline_s):
-                    src = np.frombuffer(buf, dtype=spec.dtype)
-                    s0 = starts[key]
-                    out[s0:s0 + src.size] = src
-                    lowest = min(lowest, clk)
+            for key, clk in tr.pull_into(self.worker_id, c, keys, min_clock, self.deadline_s, into):
+                lowest = min(lowest, clk)
             with self._lock:
                 applied[0] = min(applied[0], lowest)
 
@@ -316,6 +335,26 @@ class PSClient:
         self._check()
         self.transports[0].barrier(self.worker_id, self._barrier_id, self.deadline_s)
         self._barrier_id += 1
+
+    # ---------------------------------------------------------------- statistics
+    def mean_over_workers(self, name: str, values) -> np.ndarray:
+        """The mean over all P workers of ``values`` (1-D, at most the tensor's size) through the
+        STAT tensor ``name``, for the current clock: every worker must call it at the same clock
+        (a worker that does not contributes zeros at ``clock()``). Blocks until all P have pushed;
+        returns a float array of ``len(values)``. ValueError for an unknown or non-STAT tensor or
+        too many values; ClusterError (naming the workers waited for) after ``deadline_s``."""
+        spec = self.layout.spec_by_name.get(name)
+        if spec is None or spec.role != STAT:
+            raise ValueError(f"{name!r} is not a statistics tensor (role STAT) of this layout")
+        vals = np.asarray(values, dtype=np.float64).reshape(-1)
+        if vals.size > spec.size:
+            raise ValueError(f"{name!r} holds {spec.size} values, got {vals.size}")
+        buf = np.zeros(spec.size, dtype=spec.dtype)
+        buf[:vals.size] = vals
+        self.push(name, buf, copy=False)
+        # applied clock >= c + 1: this clock's average of every worker is in
+        out = self.pull(name, min_clock=self.clock_value + 1).result(timeout=self.deadline_s + 5.0)
+        return np.array(out[:vals.size], dtype=np.float64)
 
     # ---------------------------------------------------------------- snapshots
     def get_solver_state(self) -> dict[str, dict[str, np.ndarray]]:

@@ -3,7 +3,8 @@
 Push and Pull carry raw ``Chunk`` frames (codec.py) on streams; everything else uses the generated
 messages. Every call has a gRPC deadline; failures become ClusterError naming the shard and address
 (UNAVAILABLE: unreachable; DEADLINE_EXCEEDED: no answer in time; FAILED_PRECONDITION: the shard's own
-one-line message, e.g. the workers a pull waited for).
+one-line message, e.g. the workers a pull waited for, with its ``lost_workers`` / ``shard`` fields
+read from the call's trailing metadata, see ``protocol.error_metadata``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import numpy as np
 from .._proto import ps_pb2
 from ..errors import ClusterError
 from . import codec
-from .server import CHANNEL_OPTIONS, SERVICE
+from .keys import PARAM
+from .protocol import CHANNEL_OPTIONS, PROTOCOL_VERSION, ROLE_TO_WIRE, SERVICE, error_from_status
 from .transport import ShardTransport
 
 # Time the shard gets on top of a wait's own deadline, so its explanation (which workers it waited
@@ -31,7 +33,7 @@ class GrpcTransport(ShardTransport):
     let the kernel and gRPC's I/O threads work on different tensors in parallel."""
 
     def __init__(self, address: str, shard_id: int, job_id: str, channels: int = 1,
-                 protocol_version: int = 1):
+                 protocol_version: int = PROTOCOL_VERSION):
         self.address, self.shard_id, self.job_id = address, shard_id, job_id
         self.protocol_version = protocol_version
         # A private subchannel pool per channel: otherwise gRPC would share one TCP connection.
@@ -62,13 +64,15 @@ class GrpcTransport(ShardTransport):
     def _error(self, e: grpc.RpcError, what: str, timeout) -> ClusterError:
         code = e.code() if hasattr(e, "code") else None
         if code == grpc.StatusCode.FAILED_PRECONDITION:
-            return ClusterError(e.details())
+            return error_from_status(e)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ClusterError(f"{self._name()} is unreachable during {what} ({e.details()})",
-                                "the shard's host may have died")
+                                "the shard's host may have died", shard=self.shard_id)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return ClusterError(f"{self._name()} did not answer {what} within {timeout:.1f}s")
-        return ClusterError(f"{self._name()}: {what} failed: {code}: {e.details() if hasattr(e, 'details') else e}")
+            return ClusterError(f"{self._name()} did not answer {what} within {timeout:.1f}s",
+                                shard=self.shard_id)
+        return ClusterError(f"{self._name()}: {what} failed: {code}: {e.details() if hasattr(e, 'details') else e}",
+                            shard=self.shard_id)
 
     def _call(self, what, fn, timeout, *args):
         try:
@@ -100,12 +104,16 @@ class GrpcTransport(ShardTransport):
                 "dead_workers": list(r.dead_workers), "error": r.error}
 
     def register(self, worker_id, job_id, protocol_version, num_workers, staleness, num_shards,
-                 chunk_bytes, specs):
+                 chunk_bytes, specs, job_config=""):
         self.job_id, self.protocol_version = job_id, protocol_version
+        params = []
+        for spec in specs:
+            n, s, d = spec[:3]
+            role = spec[3] if len(spec) > 3 else PARAM
+            params.append(ps_pb2.ParamSpec(name=n, shape=list(s), dtype=d, role=ROLE_TO_WIRE[role]))
         req = ps_pb2.RegisterRequest(
             header=self._hdr(worker_id), num_workers=num_workers, staleness=staleness,
-            num_shards=num_shards, chunk_bytes=chunk_bytes,
-            params=[ps_pb2.ParamSpec(name=n, shape=list(s), dtype=d) for n, s, d in specs])
+            num_shards=num_shards, chunk_bytes=chunk_bytes, params=params, job_config=job_config)
         m = self._method("unary_unary", "Register", ps_pb2.RegisterRequest.SerializeToString,
                          ps_pb2.RegisterReply.FromString)
         return self._call("register", m, 30.0, req).num_owned_chunks

@@ -17,14 +17,27 @@ import numpy as np
 
 DEFAULT_CHUNK_BYTES = 1 << 20  # 1 MiB: inside the 256 KB-1 MB band where gRPC streams are fastest
 
+#: Tensor roles (``ps.proto`` ``ParamSpec.Role``). A PARAM's clock average goes to the updater; a
+#: STAT (a value to average over workers, e.g. a loss for the log) simply takes the average as its
+#: value and has no solver state.
+PARAM = "param"
+STAT = "stat"
+ROLES = (PARAM, STAT)
+
 
 @dataclasses.dataclass(frozen=True)
 class ParamSpec:
-    """One parameter tensor: ``name`` (unique), ``shape`` (tuple of ints), ``dtype`` (numpy name)."""
+    """One tensor of the layout: ``name`` (unique), ``shape`` (tuple of ints), ``dtype`` (numpy name),
+    ``role`` (:data:`PARAM` or :data:`STAT`)."""
 
     name: str
     shape: tuple
     dtype: str = "float32"
+    role: str = PARAM
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"tensor {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
 
     @property
     def size(self) -> int:
@@ -58,7 +71,8 @@ class ChunkKey:
 
 
 def make_specs(params: Iterable) -> list[ParamSpec]:
-    """Normalise ``(name, shape[, dtype])`` tuples, ``ParamSpec``s or ``(name, ndarray)`` pairs."""
+    """Normalise ``(name, shape[, dtype[, role]])`` tuples, ``ParamSpec``s or ``(name, ndarray)``
+    pairs (role :data:`PARAM` unless given)."""
     specs = []
     for p in params:
         if isinstance(p, ParamSpec):
@@ -67,7 +81,8 @@ def make_specs(params: Iterable) -> list[ParamSpec]:
             specs.append(ParamSpec(p[0], tuple(int(d) for d in p[1].shape), np.dtype(p[1].dtype).name))
         else:
             dtype = np.dtype(p[2] if len(p) > 2 else "float32").name
-            specs.append(ParamSpec(p[0], tuple(int(d) for d in p[1]), dtype))
+            role = p[3] if len(p) > 3 else PARAM
+            specs.append(ParamSpec(p[0], tuple(int(d) for d in p[1]), dtype, role))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -127,6 +142,8 @@ class Layout:
                 return f"param {a.name!r} has shape {list(b.shape)} but the registered layout has {list(a.shape)}"
             if a.dtype != b.dtype:
                 return f"param {a.name!r} has dtype {b.dtype} but the registered layout has {a.dtype}"
+            if a.role != b.role:
+                return f"tensor {a.name!r} has role {b.role} but the registered layout has {a.role}"
         if len(self.specs) != len(other):
             extra = (other[len(self.specs):] or self.specs[len(other):])[0].name
             return (f"{len(other)} params given but the registered layout has {len(self.specs)} "

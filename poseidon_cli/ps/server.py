@@ -3,13 +3,14 @@
 The service is registered through a generic handler rather than ``ps_pb2_grpc``'s base class so the
 two tensor-carrying methods (Push, Pull) can skip protobuf for the payload: their messages are framed
 and parsed by ``codec`` (wire-identical to ``ps_pb2.Chunk``, one copy instead of three).
-Errors: ClusterError -> FAILED_PRECONDITION with its one-line message; KeyError / ValueError
-(malformed request) -> INVALID_ARGUMENT.
+Errors: ClusterError -> FAILED_PRECONDITION with its one-line message and its fields in the
+trailing metadata (``protocol.error_metadata``); KeyError / ValueError (malformed request) ->
+INVALID_ARGUMENT.
 
 Run a shard as its own process::
 
     python -m poseidon_cli.ps.server --job-id J --shard-id 0 --num-shards 2 --port 0 \
-        --port-file /tmp/shard0.port --updater sgd:lr=0.01
+        --port-file /tmp/shard0.port --updater sgd:base_lr=0.01
 """
 from __future__ import annotations
 
@@ -24,12 +25,9 @@ import grpc
 from .._proto import ps_pb2
 from ..errors import ClusterError
 from . import codec
-from .store import PROTOCOL_VERSION, ShardStore
+from .protocol import CHANNEL_OPTIONS, DATA_PLANES, DEFAULT_DATA_PLANE, ROLE_FROM_WIRE, SERVICE, error_metadata
+from .store import ShardStore
 from .updaters import make_updater
-
-SERVICE = "poseidon.ps.ParameterServer"
-# Tensors travel in <= 1 MiB chunks, but solver-state and layouts can be larger: no limit.
-CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
 def _guard(fn):
@@ -38,6 +36,7 @@ def _guard(fn):
         try:
             return fn(self, request, context)
         except ClusterError as e:
+            context.set_trailing_metadata(error_metadata(e))
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.one_line())
         except (KeyError, ValueError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"shard {self.store.shard_id}: {e}")
@@ -50,6 +49,7 @@ def _guard_stream(fn):
         try:
             yield from fn(self, request, context)
         except ClusterError as e:
+            context.set_trailing_metadata(error_metadata(e))
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, e.one_line())
         except (KeyError, ValueError) as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"shard {self.store.shard_id}: {e}")
@@ -71,14 +71,15 @@ class ShardServicer:
     def _check_job(self, header) -> None:
         if header.job_id != self.store.job_id:
             raise ClusterError(f"shard {self.store.shard_id} serves job {self.store.job_id!r}; "
-                               f"worker {header.worker_id} sent a message for job {header.job_id!r}")
+                               f"worker {header.worker_id} sent a message for job {header.job_id!r}",
+                               shard=self.store.shard_id)
 
     @_guard
     def Register(self, req, context):
         h = req.header
-        specs = [(p.name, tuple(p.shape), p.dtype) for p in req.params]
+        specs = [(p.name, tuple(p.shape), p.dtype, ROLE_FROM_WIRE[p.role]) for p in req.params]
         n = self.store.register(h.worker_id, h.job_id, h.protocol_version, req.num_workers,
-                                req.staleness, req.num_shards, req.chunk_bytes, specs)
+                                req.staleness, req.num_shards, req.chunk_bytes, specs, req.job_config)
         return ps_pb2.RegisterReply(header=self._header(), shard_id=self.store.shard_id, num_owned_chunks=n)
 
     @_guard
@@ -203,10 +204,6 @@ class ShardServicer:
         })
 
 
-DATA_PLANES = ("tcp", "grpc")
-DEFAULT_DATA_PLANE = "tcp"
-
-
 class ShardServer:
     """A gRPC server for one shard on ``host:port`` (port 0: pick a free one; ``start`` returns it).
 
@@ -237,9 +234,10 @@ class ShardServer:
             self.port = self._server.add_insecure_port(f"{host}:{port}")
         except RuntimeError as e:
             raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port} ({e})",
-                               "is the port in use?") from None
+                               "is the port in use?", shard=store.shard_id) from None
         if not self.port:
-            raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port}", "is the port in use?")
+            raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port}", "is the port in use?",
+                               shard=store.shard_id)
         self.data_server = tcp_server.TcpDataServer(store, host, data_port) if data_plane == "tcp" else None
         self._server.add_generic_rpc_handlers((tcp_server.endpoint_handler(self.data_server),))
 
@@ -282,14 +280,21 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file", help="write the bound port here (atomically) once serving")
-    ap.add_argument("--updater", default="sgd:lr=0.01")
+    ap.add_argument("--updater", default="sgd:base_lr=0.01",
+                    help="TYPE:field=value,...: a Caffe solver type and SolverParameter fields "
+                         "(ps.updaters.make_updater), e.g. sgd:base_lr=0.1,momentum=0.9")
     ap.add_argument("--deadline-s", type=float, default=60.0)
     ap.add_argument("--heartbeat-timeout-s", type=float, default=None)
     ap.add_argument("--data-plane", choices=DATA_PLANES, default=DEFAULT_DATA_PLANE,
                     help="tcp: also serve Push/Pull payloads on a plain TCP port (announced over gRPC)")
     ap.add_argument("--data-port", type=int, default=0)
     a = ap.parse_args(argv)
-    store = ShardStore(a.shard_id, a.num_shards, a.job_id, make_updater(a.updater),
+    try:
+        updater = make_updater(a.updater)
+    except ValueError as e:
+        print(f"poseidon: error: {e}", file=sys.stderr)
+        return 2
+    store = ShardStore(a.shard_id, a.num_shards, a.job_id, updater,
                        deadline_s=a.deadline_s, heartbeat_timeout_s=a.heartbeat_timeout_s)
     try:
         server = ShardServer(store, a.host, a.port, data_plane=a.data_plane, data_port=a.data_port)

@@ -8,10 +8,15 @@ sum of the gradients received and the set of workers they came from. Rules (ps/R
   reported as a duplicate (``push`` returns False);
 * once all P gradients of clock ``k`` have arrived for a chunk and clocks ``< k`` are applied, the
   sum is divided by P and the updater steps once (``updater.update(key, param, avg, state, k)``);
+  a tensor of role STAT (``keys.STAT``) takes the average as its value instead (no updater, no state);
 * a pull waits (``consistency.pull_ready``) until the chunk is initialised, its applied clock is
   ``>= max(0, c - s)`` and every worker's clock is ``>= c - s``;
 * every wait has a deadline and raises :class:`ClusterError` naming the workers waited for; a lost
   worker (``worker_lost``, or no heartbeat for ``heartbeat_timeout_s``) fails every wait at once.
+  Every ClusterError raised here has ``shard`` = this shard, and ``lost_workers`` when workers are
+  lost (transports carry both fields; nobody parses the message);
+* registration fixes P, s, the chunk size, the layout (names, shapes, dtypes, roles) and the job
+  config; a worker that disagrees on any of them is rejected, the difference named.
 
 Thread-safe: one lock + condition; the gRPC servicer and the in-process transport call it from many
 threads.
@@ -26,16 +31,16 @@ import numpy as np
 
 from ..errors import ClusterError
 from . import consistency
-from .keys import ChunkKey, Layout, make_specs
-
-PROTOCOL_VERSION = 1
+from .keys import STAT, ChunkKey, Layout, make_specs
+from .protocol import PROTOCOL_VERSION
 
 
 class _ChunkState:
-    __slots__ = ("ck", "value", "state", "applied", "pending", "initialized", "spare", "version")
+    __slots__ = ("ck", "stat", "value", "state", "applied", "pending", "initialized", "spare", "version")
 
-    def __init__(self, ck: ChunkKey):
+    def __init__(self, ck: ChunkKey, stat: bool):
         self.ck = ck
+        self.stat = stat  # role STAT: the clock's average becomes the value, the updater is not called
         self.value = np.zeros(ck.size, dtype=ck.dtype)
         self.state: dict = {}
         self.applied = 0
@@ -81,46 +86,59 @@ class ShardStore:
         self._last_seen: dict[int, float] = {}
         self._left: set[int] = set()
         self._lost: dict[int, str] = {}
+        self.job_config = ""
         self.duplicates = 0
         self.stopped = False
 
     # ---------------------------------------------------------------- registration
+    def _error(self, message: str, hint: str | None = None, lost_workers=()) -> ClusterError:
+        return ClusterError(message, hint, lost_workers=lost_workers, shard=self.shard_id)
+
     def register(self, worker_id: int, job_id: str, protocol_version: int, num_workers: int,
-                 staleness: int, num_shards: int, chunk_bytes: int, params: Sequence) -> int:
-        """Admit a worker. The first registration fixes P, s, chunk size and the layout; later
-        ones must agree. Returns the number of chunks this shard owns.
+                 staleness: int, num_shards: int, chunk_bytes: int, params: Sequence,
+                 job_config: str = "") -> int:
+        """Admit a worker. The first registration fixes P, s, chunk size, the layout and
+        ``job_config`` (what else the workers must agree on, as ``field=value`` words); later ones
+        must agree. Returns the number of chunks this shard owns.
 
         Raises ClusterError for another job id, protocol version or shard count, a duplicate or
-        out-of-range worker id, or a differing P / s / chunk size / layout (names the param)."""
+        out-of-range worker id, or a differing P / s / chunk size / layout (names the param) / job
+        config (names the differing fields with both values)."""
         who = f"shard {self.shard_id}: worker {worker_id}"
         if job_id != self.job_id:
-            raise ClusterError(f"{who} registered for job {job_id!r} but this shard serves job {self.job_id!r}")
+            raise self._error(f"{who} registered for job {job_id!r} but this shard serves job {self.job_id!r}")
         if protocol_version != self.protocol_version:
-            raise ClusterError(f"{who} speaks protocol version {protocol_version}, this shard "
-                               f"speaks {self.protocol_version}", "run the same poseidon version everywhere")
+            raise self._error(f"{who} speaks protocol version {protocol_version}, this shard "
+                              f"speaks {self.protocol_version}", "run the same poseidon version everywhere")
         if num_shards != self.num_shards:
-            raise ClusterError(f"{who} expects {num_shards} shards but this shard is one of {self.num_shards}")
+            raise self._error(f"{who} expects {num_shards} shards but this shard is one of {self.num_shards}")
         with self._cond:
             if self.layout is None:
                 if num_workers < 1 or staleness < 0:
-                    raise ClusterError(f"{who} sent num_workers={num_workers}, staleness={staleness}")
+                    raise self._error(f"{who} sent num_workers={num_workers}, staleness={staleness}")
                 self.num_workers, self.staleness, self.chunk_bytes = num_workers, staleness, chunk_bytes
+                self.job_config = job_config
                 self.layout = Layout(make_specs(params), self.num_shards, chunk_bytes)
-                self._chunks = {ck.key: _ChunkState(ck) for ck in self.layout.by_shard[self.shard_id]}
+                self._chunks = {ck.key: _ChunkState(ck, self.layout.specs[ck.param_index].role == STAT)
+                                for ck in self.layout.by_shard[self.shard_id]}
             else:
                 for what, mine, theirs in (("num_workers", self.num_workers, num_workers),
                                            ("staleness", self.staleness, staleness),
                                            ("chunk_bytes", self.chunk_bytes, chunk_bytes)):
                     if mine != theirs:
-                        raise ClusterError(f"{who} registered with {what}={theirs} but the job has {what}={mine}")
+                        raise self._error(f"{who} registered with {what}={theirs} but the job has {what}={mine}")
                 diff = self.layout.describe_difference(params)
                 if diff:
-                    raise ClusterError(f"{who} has a different parameter layout: {diff}")
+                    raise self._error(f"{who} has a different parameter layout: {diff}")
+                if job_config != self.job_config:
+                    raise self._error(f"{who} has a different job config: "
+                                      f"{config_difference(self.job_config, job_config)}",
+                                      "give every worker the same solver settings")
             if not 0 <= worker_id < self.num_workers:
-                raise ClusterError(f"{who}: worker id out of range [0, {self.num_workers})")
+                raise self._error(f"{who}: worker id out of range [0, {self.num_workers})")
             if worker_id in self._registered:
-                raise ClusterError(f"{who} is already registered (duplicate worker id)",
-                                   "give every worker its own id")
+                raise self._error(f"{who} is already registered (duplicate worker id)",
+                                  "give every worker its own id")
             self._registered.add(worker_id)
             self._worker_clock.setdefault(worker_id, 0)
             self._last_seen[worker_id] = time.monotonic()
@@ -162,10 +180,10 @@ class ShardStore:
                     self._lost[w] = f"no heartbeat for {now - seen:.1f}s"
         if self._lost:
             desc = "; ".join(f"worker {w}: {r}" for w, r in sorted(self._lost.items()))
-            raise ClusterError(f"shard {self.shard_id}: lost worker(s) {sorted(self._lost)} ({desc})",
-                               "the job cannot continue without them")
+            raise self._error(f"shard {self.shard_id}: lost worker(s) {sorted(self._lost)} ({desc})",
+                              "the job cannot continue without them", lost_workers=self._lost)
         if self.stopped:
-            raise ClusterError(f"shard {self.shard_id} is shutting down")
+            raise self._error(f"shard {self.shard_id} is shutting down")
 
     def _min_worker_clock(self) -> int:
         if len(self._worker_clock) < self.num_workers:
@@ -186,13 +204,13 @@ class ShardStore:
                 return
             left = limit - (time.monotonic() - t0)
             if left <= 0:
-                raise ClusterError(explain(limit))
+                raise self._error(explain(limit))
             # Wake up periodically to notice heartbeat expiry even without a notify.
             self._cond.wait(min(left, 0.25))
 
     def _require_layout(self) -> None:
         if self.layout is None:
-            raise ClusterError(f"shard {self.shard_id}: no worker has registered yet")
+            raise self._error(f"shard {self.shard_id}: no worker has registered yet")
 
     # ---------------------------------------------------------------- data plane
     def push(self, worker_id: int, clock: int, key: int, grad=None) -> bool:
@@ -256,7 +274,10 @@ class ShardStore:
             if self.num_workers > 1:
                 avg /= self.num_workers
             cs.version += 1
-            self.updater.update(cs.ck, cs.value, avg, cs.state, cs.applied)
+            if cs.stat:
+                cs.value[...] = avg
+            else:
+                self.updater.update(cs.ck, cs.value, avg, cs.state, cs.applied)
             if entry[0] is not None:
                 cs.spare = avg  # the updater contract says grad is scratch: safe to reuse
             cs.applied += 1
@@ -430,3 +451,24 @@ class ShardStore:
                                       for w in range(self.num_workers)],
                     "dead_workers": sorted(self._lost),
                     "error": "; ".join(f"worker {w}: {r}" for w, r in sorted(self._lost.items()))}
+
+
+def config_difference(mine: str, theirs: str) -> str:
+    """Name what differs between two job configs given as ``field=value`` words: each differing
+    field with both values (``base_lr=0.01 but the job has base_lr=0.05``); the whole texts when
+    they are not of that form."""
+    def fields(text):
+        out = {}
+        for word in text.split():
+            key, eq, _ = word.partition("=")
+            if not eq:
+                return None
+            out[key] = word
+        return out
+
+    a, b = fields(mine), fields(theirs)
+    if a is None or b is None:
+        return f"{theirs!r} but the job has {mine!r}"
+    parts = [f"{b.get(k, f'no {k}')} but the job has {a.get(k, f'no {k}')}"
+             for k in list(a) + [k for k in b if k not in a] if a.get(k) != b.get(k)]
+    return "; ".join(parts)

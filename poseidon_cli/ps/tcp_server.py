@@ -7,8 +7,8 @@ any free one). The shard announces that port over gRPC (``/poseidon.ps.DataPlane
 
 One thread per connection. Each request calls exactly the ``ShardStore.push`` / ``set_value`` /
 ``pull`` the gRPC servicer calls, so exactly-once, SSP and deadline rules are the store's, unchanged.
-Errors: a ClusterError inside the store comes back as an ERROR frame carrying its one-line message;
-KeyError / ValueError (malformed request) as an ERROR frame of code INVALID. A connection that breaks
+Errors: a ClusterError inside the store comes back as an ERROR frame carrying its one-line message
+and its ``lost_workers`` / ``shard`` fields; KeyError / ValueError (malformed request) as an ERROR frame of code INVALID. A connection that breaks
 in the middle of a request means the worker is gone: the store is told (``worker_lost``; ignored for a
 worker that already left cleanly). A close at a frame boundary is a normal disconnect.
 
@@ -27,9 +27,8 @@ import numpy as np
 from .._proto import ps_pb2
 from ..errors import ClusterError
 from . import tcp_wire as W
+from .protocol import ENDPOINT_METHOD
 from .store import ShardStore
-
-ENDPOINT_METHOD = "/poseidon.ps.DataPlane/Endpoint"
 _IDLE_POLL_S = 0.5
 # A connection keeps at most this many bytes of pull staging buffers between requests (avoids page
 # faults of fresh 1 MiB allocations per chunk, without pinning a whole shard per connection).
@@ -46,7 +45,7 @@ class TcpDataServer:
             self._listener = socket.create_server((host, port), backlog=128)
         except OSError as e:
             raise ClusterError(f"shard {store.shard_id}: cannot listen for data on {host}:{port} ({e})",
-                               "is the port in use?") from None
+                               "is the port in use?", shard=store.shard_id) from None
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -148,16 +147,25 @@ class TcpDataServer:
     def _check(self, job_id: str, worker: int, version: int):
         """The gRPC servicer's header checks; returns an error reply or None."""
         if job_id != self.store.job_id:
-            return (W.E_CLUSTER, f"{self._name()} serves job {self.store.job_id!r}; worker {worker} sent "
-                                 f"a message for job {job_id!r}")
+            return self._cluster(ClusterError(f"{self._name()} serves job {self.store.job_id!r}; worker "
+                                              f"{worker} sent a message for job {job_id!r}",
+                                              shard=self.store.shard_id))
         if version != self.store.protocol_version:
-            return (W.E_CLUSTER, f"{self._name()}: worker {worker} speaks protocol version {version}, this "
-                                 f"shard speaks {self.store.protocol_version}")
+            return self._cluster(ClusterError(f"{self._name()}: worker {worker} speaks protocol version "
+                                              f"{version}, this shard speaks {self.store.protocol_version}",
+                                              shard=self.store.shard_id))
         return None
 
+    @staticmethod
+    def _cluster(e: ClusterError):
+        """An error reply for a ClusterError: (code, message, lost workers, shard)."""
+        return (W.E_CLUSTER, e.one_line(), e.lost_workers, e.shard)
+
+    def _invalid(self, e: Exception):
+        return (W.E_INVALID, f"{self._name()}: {e}", (), self.store.shard_id)
+
     def _send_error(self, conn, err, t_end) -> None:
-        msg = err[1].encode("utf-8")
-        W.sendmsg_all(conn, [W.REPLY.pack(W.R_ERROR, err[0], 0, len(msg)), msg], t_end)
+        W.sendmsg_all(conn, W.error_frame(*err), t_end)
 
     def _push(self, conn, state, worker, clock, count, t_end, err) -> None:
         item = np.empty(W.ITEM.size, np.uint8)
@@ -194,10 +202,10 @@ class TcpDataServer:
                 else:
                     ok = store.push(worker, clock, key, None if kind == ps_pb2.ZERO_GRADIENT else view)
             except ClusterError as e:
-                err = (W.E_CLUSTER, e.one_line())
+                err = self._cluster(e)
                 continue
             except (KeyError, ValueError) as e:
-                err = (W.E_INVALID, f"{self._name()}: {e}")
+                err = self._invalid(e)
                 continue
             accepted += ok
             dups += not ok
@@ -253,10 +261,10 @@ class TcpDataServer:
                         pool.append(buf)
                 commit = [W.REPLY.pack(W.R_COMMIT, key, 0, 0)]
         except ClusterError as e:
-            self._send_error(conn, (W.E_CLUSTER, e.one_line()), time.monotonic() + store.deadline_s)
+            self._send_error(conn, self._cluster(e), time.monotonic() + store.deadline_s)
             return
         except (KeyError, ValueError) as e:
-            self._send_error(conn, (W.E_INVALID, f"{self._name()}: {e}"), time.monotonic() + store.deadline_s)
+            self._send_error(conn, self._invalid(e), time.monotonic() + store.deadline_s)
             return
         W.sendmsg_all(conn, commit + [W.REPLY.pack(W.R_END, 0, 0, 0)], sent_end)
 

@@ -11,8 +11,9 @@ Payloads are never concatenated: ``sendmsg`` of (item header, ndarray memoryview
 out, ``recv_into`` of the destination on the way in (with :meth:`TcpTransport.pull_into` the
 destination is the caller's own array, e.g. the PS client's output tensor).
 
-Errors are ClusterErrors naming the shard, its gRPC address and the data address: a timeout, a
-refused or broken connection ("the shard's host may have died"), or the shard's own one-line message.
+Errors are ClusterErrors naming the shard, its gRPC address and the data address (``shard`` set): a
+timeout, a refused or broken connection ("the shard's host may have died"), or the shard's own
+one-line message with its ``lost_workers`` / ``shard`` fields from the ERROR frame.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 from ..errors import ClusterError
 from . import tcp_wire as W
 from .grpc_transport import GrpcTransport
-from .tcp_server import ENDPOINT_METHOD
+from .protocol import ENDPOINT_METHOD, PROTOCOL_VERSION
 from .transport import ShardTransport
 
 # Time the shard gets on top of a wait's own deadline, so its explanation (which workers it waited
@@ -41,7 +42,7 @@ class TcpTransport(ShardTransport):
     ``channels`` and ``protocol_version`` are the embedded GrpcTransport's."""
 
     def __init__(self, address: str, shard_id: int, job_id: str, channels: int = 1,
-                 protocol_version: int = 1):
+                 protocol_version: int = PROTOCOL_VERSION):
         self.control = GrpcTransport(address, shard_id, job_id, channels=channels,
                                      protocol_version=protocol_version)
         self.address, self.shard_id = address, shard_id
@@ -72,14 +73,15 @@ class TcpTransport(ShardTransport):
             reply = self.control.call_raw(ENDPOINT_METHOD, b"", timeout_s, "data-plane discovery")
             if not reply:
                 raise ClusterError(f"shard {self.shard_id} at {self.address} serves no TCP data plane",
-                                   "start its ShardServer with data_plane='tcp' or use data_plane='grpc'")
+                                   "start its ShardServer with data_plane='tcp' or use data_plane='grpc'",
+                                   shard=self.shard_id)
             self._data_port = int(reply)
         return self._data_port
 
     def _acquire(self, t_end: float, what: str) -> socket.socket:
         with self._lock:
             if self._closed:
-                raise ClusterError(f"{self._name()}: {what} on a closed transport")
+                raise ClusterError(f"{self._name()}: {what} on a closed transport", shard=self.shard_id)
             if self._idle:
                 s = self._idle.pop()
                 self._busy.add(s)
@@ -89,7 +91,7 @@ class TcpTransport(ShardTransport):
             s = socket.create_connection((self._host, port), timeout=max(0.05, t_end - time.monotonic()))
         except OSError as e:
             raise ClusterError(f"{self._name()}: cannot open a data connection for {what} ({e})",
-                               "the shard's host may have died") from None
+                               "the shard's host may have died", shard=self.shard_id) from None
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._busy.add(s)
@@ -105,9 +107,10 @@ class TcpTransport(ShardTransport):
 
     def _failure(self, e: BaseException, what: str, timeout: float) -> ClusterError:
         if isinstance(e, socket.timeout):
-            return ClusterError(f"{self._name()} did not answer {what} within {timeout:.1f}s")
+            return ClusterError(f"{self._name()} did not answer {what} within {timeout:.1f}s",
+                                shard=self.shard_id)
         return ClusterError(f"{self._name()}: data connection broke during {what} ({e})",
-                            "the shard's host may have died")
+                            "the shard's host may have died", shard=self.shard_id)
 
     def _request(self, s, op, worker_id, clock, min_clock, deadline_s, count, t_end) -> list:
         job = self.job_id.encode("utf-8")
@@ -118,9 +121,10 @@ class TcpTransport(ShardTransport):
         W.recv_exact(s, memoryview(hdr), t_end)
         kind, a, b, n = W.REPLY.unpack(hdr)
         if kind == W.R_ERROR:
-            msg = bytearray(n)
-            W.recv_exact(s, memoryview(msg), t_end)
-            raise _ShardError(msg.decode("utf-8", "replace"))
+            body = bytearray(n)
+            W.recv_exact(s, memoryview(body), t_end)
+            message, lost, shard = W.parse_error(b, body)
+            raise _ShardError(ClusterError(message, lost_workers=lost, shard=shard))
         return kind, a, b, n
 
     # ---------------------------------------------------------------- data plane
@@ -149,7 +153,7 @@ class TcpTransport(ShardTransport):
                 _, accepted, dups, _ = self._read_reply(s, hdr, t_end)
             except _ShardError as e:
                 in_sync = True
-                raise ClusterError(str(e)) from None
+                raise e.error from None
             in_sync = True
             return accepted, dups
         except (OSError, socket.timeout) as e:
@@ -189,7 +193,7 @@ class TcpTransport(ShardTransport):
                     kind, key, applied, n = self._read_reply(s, hdr, t_end)
                 except _ShardError as e:
                     in_sync = True
-                    raise ClusterError(str(e)) from None
+                    raise e.error from None
                 if kind == W.R_CHUNK:
                     # A repeated CHUNK of the same key (the shard's values changed while it sent them)
                     # overwrites the same destination.
@@ -214,8 +218,8 @@ class TcpTransport(ShardTransport):
         self._discover(timeout_s)
         return h
 
-    def register(self, *args):
-        return self.control.register(*args)
+    def register(self, *args, **kwargs):
+        return self.control.register(*args, **kwargs)
 
     def clock(self, worker_id, clock, deadline_s):
         return self.control.clock(worker_id, clock, deadline_s)
@@ -251,4 +255,8 @@ class TcpTransport(ShardTransport):
 
 
 class _ShardError(Exception):
-    """An ERROR frame: the shard's one-line message (the connection is still in sync)."""
+    """An ERROR frame: the shard's ClusterError in ``error`` (the connection is still in sync)."""
+
+    def __init__(self, error: ClusterError):
+        super().__init__(str(error))
+        self.error = error

@@ -15,7 +15,8 @@ One connection carries one request at a time, and every request is answered befo
               COMMIT(a=key): the last CHUNK of that key before its COMMIT is the one that counts;
               after all chunks END; ERROR at any point
       ERROR   a=code (CLUSTER: the shard's one-line ClusterError; INVALID: malformed request),
-              n bytes of utf-8 message
+              b=the ClusterError's ``shard`` (-1: none), then n bytes: u32 count + count x i32
+              ``lost_workers`` + the utf-8 message (``error_frame`` / ``parse_error``)
 
 The shard sends a chunk's values straight from its store without holding the store's lock, then
 checks that no update wrote them meanwhile; if one did, it sends the chunk again from a copy taken
@@ -40,9 +41,25 @@ REPLY = struct.Struct("<B7xqqQ")      # type, a, b, nbytes
 R_OK, R_CHUNK, R_END, R_ERROR, R_COMMIT = 1, 2, 3, 4, 5
 E_CLUSTER, E_INVALID = 1, 2
 assert REQUEST.size == 52 and ITEM.size == 24 and REPLY.size == 32
+_COUNT = struct.Struct("<I")
 
 # At most this many buffers per sendmsg (Linux IOV_MAX is 1024).
 _MAX_IOV = 256
+
+
+def error_frame(code: int, message: str, lost_workers=(), shard: int | None = None) -> list[bytes]:
+    """The buffers of one ERROR reply (see the module docstring)."""
+    lost = [int(w) for w in lost_workers]
+    body = _COUNT.pack(len(lost)) + struct.pack(f"<{len(lost)}i", *lost) + message.encode("utf-8")
+    return [REPLY.pack(R_ERROR, code, -1 if shard is None else int(shard), len(body)), body]
+
+
+def parse_error(b: int, body: bytes) -> tuple[str, tuple, int | None]:
+    """``(message, lost_workers, shard)`` of an ERROR reply whose REPLY ``b`` and body were read."""
+    (count,) = _COUNT.unpack_from(body, 0)
+    lost = struct.unpack_from(f"<{count}i", body, _COUNT.size)
+    message = bytes(body[_COUNT.size + 4 * count:]).decode("utf-8", "replace")
+    return message, lost, None if b < 0 else b
 
 
 class PeerClosed(ConnectionError):

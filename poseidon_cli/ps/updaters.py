@@ -1,6 +1,6 @@
-"""Update rules a shard steps once per clock on the averaged gradient (pluggable).
+"""What a shard does with a clock's averaged gradient: the updater contract and the Caffe solver.
 
-The contract an updater implements (the Caffe solvers in ``poseidon_cli/solver`` plug in here)::
+The contract an updater implements (``ShardStore(..., updater)``)::
 
     updater.update(key, param, grad, state, clock) -> None
 
@@ -11,55 +11,101 @@ The contract an updater implements (the Caffe solvers in ``poseidon_cli/solver``
 * ``grad``: 1-D array of the same length: the gradient averaged over the P workers for this clock.
   The updater may modify it (it is a scratch buffer owned by the store).
 * ``state``: a dict owned by the store for this chunk; keep per-element history in it as 1-D arrays
-  of the chunk's length (``state["history"]``). It is what solver-state get/set snapshot and restore.
-* ``clock``: the clock being applied (= the iteration number, 0-based).
+  of the chunk's length, under the slot names of ``solver/step.py: history_slot``. It is what
+  solver-state get/set snapshot and restore.
+* ``clock``: the clock being applied (0-based; iteration ``start_step + clock``).
 
-Called exactly once per (chunk, clock), in clock order, under the shard's lock.
+Called exactly once per (chunk, clock), in clock order, under the shard's lock. Tensors of role STAT
+never reach the updater (the store keeps their average as their value).
+
+:class:`SolverUpdater` is the one production updater: Caffe's step (``solver/step.py: apply_step``)
+on each chunk, so with staleness 0, P workers of batch B follow the trajectory of one worker of
+batch P*B. Every rule is element-wise, so updating chunks of a tensor independently is exact.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SolverError
+from ..solver.lr_policy import check_policy, learning_rate
+from ..solver.step import apply_step, history_slot
+from ..solver.updates import get_rule_class, make_rule
 
-class SGDUpdater:
-    """``param -= lr * (grad + weight_decay * param)``."""
+# TEMPORARY (until distributed/worker.py declares its statistics as role STAT and sends the solver
+# fingerprint as job_config): tensors named with this prefix are statistics, stored as averaged.
+STATS_PREFIX = "__"
 
-    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0):
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
+
+def check_solver(solver_param, where: str = "solver"):
+    """Raise SolverError for solver settings distributed training cannot honour exactly."""
+    if solver_param.clip_gradients >= 0:
+        raise SolverError(f"{where}: clip_gradients is not supported with --hosts yet",
+                          "it needs the global gradient norm across all shards; remove it or train on one node")
+    check_policy(solver_param, where)
+
+
+class SolverUpdater:
+    """The Caffe solver of ``solver_param`` as a shard updater.
+
+    ``multipliers``: param name -> ``(lr_mult, decay_mult)``; None gives every param ``(1, 1)``.
+    ``start_step``: the iteration that clock 0 is (non-zero when resuming from a snapshot).
+    Raises SolverError for settings :func:`check_solver` refuses.
+    """
+
+    def __init__(self, solver_param, multipliers: dict | None = None, start_step: int = 0):
+        check_solver(solver_param)
+        self.param = solver_param
+        self.rule = make_rule(solver_param)
+        self.multipliers = None if multipliers is None else dict(multipliers)
+        self.start_step = int(start_step)
+        self.weight_decay = float(solver_param.weight_decay)
+        self.reg_type = solver_param.regularization_type or "L2"
+
+    def history_slots(self) -> list[str]:
+        return [history_slot(j) for j in range(self.rule.num_history)]
 
     def update(self, key, param, grad, state, clock):
-        if self.weight_decay:
-            grad += self.weight_decay * param
-        grad *= self.lr
-        param -= grad
+        if key.name.startswith(STATS_PREFIX):
+            param[...] = grad
+            return
+        it = self.start_step + clock
+        lr_mult, decay_mult = (1.0, 1.0) if self.multipliers is None else self.multipliers[key.name]
+        history = []
+        for slot in self.history_slots():
+            h = state.get(slot)
+            if h is None:
+                h = state[slot] = np.zeros_like(param)
+            history.append(h)
+        apply_step(self.rule, param, grad, history, it=it, lr=learning_rate(self.param, it),
+                   lr_mult=lr_mult, decay=self.weight_decay, decay_mult=decay_mult,
+                   reg_type=self.reg_type)
 
 
-class MomentumUpdater:
-    """Caffe's SGD with momentum: ``h = momentum * h + lr * grad; param -= h`` (h in ``state``)."""
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-
-    def update(self, key, param, grad, state, clock):
-        h = state.get("history")
-        if h is None:
-            h = state["history"] = np.zeros_like(param)
-        h *= self.momentum
-        h += self.lr * grad
-        param -= h
+_ALIASES = {"lr": "base_lr"}
 
 
-def make_updater(spec: str):
-    """Build an updater from ``"sgd:lr=0.1,weight_decay=0"`` or ``"momentum:lr=0.1,momentum=0.9"``
-    (used by the stand-alone shard server command line)."""
+def make_updater(spec: str) -> SolverUpdater:
+    """A :class:`SolverUpdater` from ``"TYPE:field=value,..."``: a Caffe solver type (``sgd``,
+    ``nesterov``, ``adagrad``, ``rmsprop``, ``adadelta``, ``adam``) and numeric ``SolverParameter``
+    fields, e.g. ``"sgd:base_lr=0.1,momentum=0.9"`` (``lr`` stands for ``base_lr``; lr_policy fixed
+    unless given; every param gets lr_mult = decay_mult = 1). Used by the stand-alone shard command line. ValueError names a bad
+    type or field."""
+    from .._proto import caffe_pb2
+
     name, _, args = spec.partition(":")
-    kwargs = {}
-    for item in filter(None, args.split(",")):
-        k, _, v = item.partition("=")
-        kwargs[k.strip()] = float(v)
-    cls = {"sgd": SGDUpdater, "momentum": MomentumUpdater}.get(name.strip().lower())
-    if cls is None:
-        raise ValueError(f"unknown updater {name!r}: use 'sgd' or 'momentum'")
-    return cls(**kwargs)
+    try:
+        cls = get_rule_class(name.strip() or "SGD", "--updater")
+    except SolverError as e:
+        raise ValueError(e.one_line()) from None
+    param = caffe_pb2.SolverParameter(type=cls.type, lr_policy="fixed")
+    for item in filter(None, (a.strip() for a in args.split(","))):
+        field, eq, value = item.partition("=")
+        field = _ALIASES.get(field.strip(), field.strip())
+        if not eq or field not in caffe_pb2.SolverParameter.DESCRIPTOR.fields_by_name:
+            raise ValueError(f"--updater: {item!r} is not field=value of a SolverParameter")
+        current = getattr(param, field)
+        try:
+            setattr(param, field, type(current)(value.strip()) if not isinstance(current, str) else value.strip())
+        except (TypeError, ValueError):
+            raise ValueError(f"--updater: {field} cannot be {value.strip()!r}") from None
+    return SolverUpdater(param)

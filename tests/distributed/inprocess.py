@@ -16,12 +16,12 @@ import time
 from poseidon_cli import config
 from poseidon_cli.distributed import sfb
 from poseidon_cli.distributed.ps_sync import PSSync
-from poseidon_cli.distributed.updater import SolverUpdater
+from poseidon_cli.ps.updaters import SolverUpdater
 from poseidon_cli.distributed.worker import Worker
 from poseidon_cli.layers.base import RunContext
 from poseidon_cli.ps.client import PSClient
 from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.transport import LocalTransport
+from poseidon_cli.ps.local_transport import LocalTransport
 from poseidon_cli.solver.log import TrainLog
 from poseidon_cli.solver.solver import Solver
 
@@ -60,7 +60,8 @@ def build_cluster(solver_path, workers, *, shards=2, staleness=0, stop_at=None, 
     out = []
     for r, s in enumerate(solvers):
         client = PSClient([LocalTransport(st) for st in stores], JOB, r, workers, s.sync.ps_layout(),
-                          staleness=staleness, deadline_s=deadline_s, heartbeat_s=None)
+                          staleness=staleness, deadline_s=deadline_s, heartbeat_s=None,
+                          job_config=s.sync.job_config())
         factors = None
         if s.sync.sfb_params:
             factors = s.sync.setup_sfb(JOB, hub.transport(), chunk_bytes=chunk_bytes)

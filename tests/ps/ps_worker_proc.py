@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 
 from poseidon_cli.errors import ClusterError  # noqa: E402
 from poseidon_cli.ps.client import PSClient  # noqa: E402
-from poseidon_cli.ps.transport import make_transport  # noqa: E402
+from poseidon_cli.ps.client import make_transport  # noqa: E402
 
 PARAMS = [("fc.0", (64, 100)), ("fc.1", (64,))]
 

@@ -8,8 +8,9 @@ import pytest
 
 from poseidon_cli.errors import ClusterError
 from poseidon_cli.ps.client import PSClient
-from poseidon_cli.ps.transport import LocalTransport, local_cluster
-from poseidon_cli.ps.updaters import MomentumUpdater, SGDUpdater
+from poseidon_cli.ps.local_transport import LocalTransport, local_cluster
+from poseidon_cli.solver.step import history_slot
+from toy_updaters import MomentumUpdater, SGDUpdater
 
 PARAMS = [("conv.0", (4, 3, 3, 3)), ("conv.1", (4,)), ("fc.0", (10, 36)), ("fc.1", (10,))]
 
@@ -168,9 +169,9 @@ def test_solver_state_snapshot_roundtrip_through_the_client():
     c.flush()
     c.pull_all()
     state = c.get_solver_state()
-    np.testing.assert_allclose(state["fc.0"]["history"], 0.1 * np.arange(360).reshape(10, 36), rtol=1e-6)
-    c.set_solver_state({"fc.0": {"history": np.full((10, 36), 5.0, np.float32)}})
-    assert (c.get_solver_state()["fc.0"]["history"] == 5).all()
+    np.testing.assert_allclose(state["fc.0"][history_slot(0)], 0.1 * np.arange(360).reshape(10, 36), rtol=1e-6)
+    c.set_solver_state({"fc.0": {history_slot(0): np.full((10, 36), 5.0, np.float32)}})
+    assert (c.get_solver_state()["fc.0"][history_slot(0)] == 5).all()
     c.finish()
 
 

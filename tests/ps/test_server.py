@@ -15,7 +15,7 @@ from poseidon_cli.ps.client import PSClient
 from poseidon_cli.ps.grpc_transport import GrpcTransport
 from poseidon_cli.ps.server import ShardServer
 from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.updaters import MomentumUpdater, SGDUpdater
+from toy_updaters import MomentumUpdater, SGDUpdater
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKER = pathlib.Path(__file__).with_name("ps_worker_proc.py")

@@ -9,8 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 from poseidon_cli.errors import ClusterError
 from poseidon_cli.ps.keys import Layout
-from poseidon_cli.ps.store import PROTOCOL_VERSION, ShardStore
-from poseidon_cli.ps.updaters import MomentumUpdater, SGDUpdater
+from poseidon_cli.ps.protocol import PROTOCOL_VERSION
+from poseidon_cli.ps.store import ShardStore
+from poseidon_cli.solver.step import history_slot
+from toy_updaters import MomentumUpdater, SGDUpdater
 
 PARAMS = [("w", (3, 5), "float64"), ("b", (4,), "float64")]
 
@@ -134,7 +136,7 @@ def test_solver_state_get_set_roundtrip():
     for ck in lay.chunks:
         st_.push(0, 0, ck.key, np.ones(ck.size))
     state = st_.get_solver_state()
-    assert {slot for _, slot, _ in state} == {"history"}
+    assert {slot for _, slot, _ in state} == {history_slot(0)}
     k, slot, arr = state[0]
     st_.set_solver_state(k, slot, arr * 0 + 7)
     assert dict(((k2, s2), a2) for k2, s2, a2 in st_.get_solver_state())[(k, slot)][0] == 7

@@ -19,8 +19,9 @@ from poseidon_cli.ps.client import PSClient
 from poseidon_cli.ps.server import ShardServer
 from poseidon_cli.ps.store import ShardStore
 from poseidon_cli.ps.tcp_transport import TcpTransport
-from poseidon_cli.ps.transport import GRADIENT, VALUE, make_transport
-from poseidon_cli.ps.updaters import MomentumUpdater, SGDUpdater
+from poseidon_cli.ps.client import make_transport
+from poseidon_cli.ps.protocol import GRADIENT, PROTOCOL_VERSION, VALUE
+from toy_updaters import MomentumUpdater, SGDUpdater
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKER = pathlib.Path(__file__).with_name("ps_worker_proc.py")
@@ -109,7 +110,7 @@ def test_duplicate_push_over_tcp_is_ignored_and_counted(shards):
     tr = TcpTransport(addrs[0], 0, "job")
     tr.health(5)
     for w in range(2):
-        tr.register(w, "job", 1, 2, 0, 1, 4096, [("p", (10,), "float32")])
+        tr.register(w, "job", PROTOCOL_VERSION, 2, 0, 1, 4096, [("p", (10,), "float32")])
     tr.push(0, 0, [(0, VALUE, np.zeros(10, np.float32))], 5)
     g0 = np.arange(10, dtype=np.float32)
     assert tr.push(0, 0, [(0, GRADIENT, g0)], 5) == (1, 0)
@@ -185,7 +186,7 @@ def test_store_errors_come_back_as_one_line_and_the_connection_stays_usable(shar
     tr.health(5)
     with pytest.raises(ClusterError, match="shard 0: no worker has registered yet"):
         tr.push(0, 0, [(0, GRADIENT, np.zeros(4, np.float32))], 5)
-    tr.register(0, "job", 1, 1, 0, 1, 4096, [("p", (4,), "float32")])
+    tr.register(0, "job", PROTOCOL_VERSION, 1, 0, 1, 4096, [("p", (4,), "float32")])
     with pytest.raises(ClusterError, match="has 4 elements, got 3"):
         tr.push(0, 0, [(0, VALUE, np.zeros(3, np.float32)), (0, VALUE, np.zeros(4, np.float32))], 5)
     other = TcpTransport(addrs[0], 0, "another-job")
@@ -227,7 +228,7 @@ def test_broken_and_silent_shards_are_named_with_their_addresses(shards):
     (addrs, servers) = shards(1)
     tr = TcpTransport(addrs[0], 0, "job")
     tr.health(5)
-    tr.register(0, "job", 1, 1, 0, 1, 4096, [("p", (4,), "float32")])
+    tr.register(0, "job", PROTOCOL_VERSION, 1, 0, 1, 4096, [("p", (4,), "float32")])
     data = f"127.0.0.1:{servers[0].data_port}"
     servers[0].stop(0)
     with pytest.raises(ClusterError, match=rf"shard 0 at {addrs[0]} \(data {data}\).*(broke|cannot open)"):
@@ -255,7 +256,7 @@ def test_a_shard_without_the_tcp_data_plane_says_so(shards):
 def test_a_data_connection_cut_mid_request_marks_the_worker_lost(shards):
     (addrs, servers) = shards(1)
     store = servers[0].store
-    store.register(3, "job", 1, 4, 0, 1, 4096, [("p", (1024,), "float32")])
+    store.register(3, "job", PROTOCOL_VERSION, 4, 0, 1, 4096, [("p", (1024,), "float32")])
     with socket.create_connection(("127.0.0.1", servers[0].data_port), timeout=5) as s:
         job = b"job"
         s.sendall(W.REQUEST.pack(W.MAGIC, W.OP_PUSH, len(job), 3, 1, 0, 0, 5.0, 1) + job
