@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -131,8 +130,6 @@ class Worker:
         shard = getattr(exc, "shard", None)
         if shard is not None:
             candidates.append(int(shard))
-        if not candidates and T == 1:
-            candidates = _regex_lost(str(exc))
         return next((k for k in candidates if k != me and k < n), None)
 
     def named(self, exc):
@@ -307,12 +304,3 @@ def _stop_client_workers(procs):
                 p.kill()
                 p.wait()
         log.close()
-
-
-def _regex_lost(message: str):
-    """Client ids a ClusterError message mentions (for errors without ``lost_workers`` / ``shard``
-    fields)."""
-    out = []
-    for pattern in (r"lost worker\(s\) \[(\d+)", r"shard (\d+)\b", r"worker (\d+)"):
-        out += [int(m.group(1)) for m in re.finditer(pattern, message)]
-    return out
