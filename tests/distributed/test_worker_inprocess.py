@@ -73,3 +73,36 @@ def test_test_phase_averages_over_workers(tmp_path):
     a, b = (w.solver.last_test_scores[0] for w in workers)
     assert a == b  # every worker logs the cluster-wide mean
     assert 0.0 <= a["acc"] <= 1.0
+
+
+def test_each_parameter_has_one_sync_and_only_ps_ones_travel_once_per_iteration(tmp_path):
+    """lr_mult 0 stays local (not in the PS layout, no bytes); a "ps" parameter is pushed once
+    per iteration even with iter_size 2 and pulled once per clock plus the first pull; the stats
+    file's rows are the ParamSyncs' counters."""
+    import json
+    paths = make_digits(tmp_path)
+    dist = write_job(tmp_path / "dist", paths, batch=2, iters=6)
+    net = tmp_path / "dist" / "net.prototxt"
+    net.write_text(net.read_text().replace('convolution_param {', 'param { lr_mult: 1 } param { lr_mult: 0 } '
+                                                                  'convolution_param {', 1))
+    with open(dist, "a") as fh:
+        fh.write("iter_size: 2\n")
+    workers = train_cluster(dist, workers=2)
+    for w in workers:
+        syncs = w.sync.syncs
+        assert [s.param for s in syncs] == list(w.solver.net.learnable)
+        assert [(s.ps_name, s.scheme) for s in syncs] == [("conv1/0", "ps"), ("conv1/1", "local"),
+                                                         ("ip1/0", "ps"), ("ip1/1", "ps")]
+        names = [entry[0] for entry in w.sync.ps_layout()]
+        assert "conv1/1" not in names and {"conv1/0", "ip1/0", "ip1/1"} <= set(names)
+        for s in syncs:
+            nbytes = s.param.blob.count * 4
+            assert s.bytes_sent == (6 * nbytes if s.scheme == "ps" else 0), s.ps_name
+            assert s.bytes_received == (7 * nbytes if s.scheme == "ps" else 0), s.ps_name
+    path = str(tmp_path / "stats.json")
+    workers[1].write_stats(path)
+    doc = json.loads(open(path).read())
+    assert doc["params"] == [s.row() for s in workers[1].sync.syncs]
+    assert doc["params"][1] == {"param": "conv1/1", "communicated": False, "scheme": "local",
+                                "bytes_sent": 0, "bytes_received": 0}
+    assert len(doc["iterations"]) == 6
