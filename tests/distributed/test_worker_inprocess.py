@@ -106,3 +106,70 @@ def test_each_parameter_has_one_sync_and_only_ps_ones_travel_once_per_iteration(
     assert doc["params"][1] == {"param": "conv1/1", "communicated": False, "scheme": "local",
                                 "bytes_sent": 0, "bytes_received": 0}
     assert len(doc["iterations"]) == 6
+
+
+def test_wait_free_backprop_pushes_each_gradient_after_its_lowest_users_backward():
+    """Each "ps" gradient is pushed from the backward hook of the lowest layer using it (top
+    layers first, only on the last iter_size pass); --no-overlap pushes everything afterwards;
+    before a layer's forward its pulled values are installed, "local" ones never travel."""
+    import concurrent.futures as cf
+
+    from google.protobuf import text_format
+
+    from poseidon_cli._proto import caffe_pb2
+    from poseidon_cli.distributed.param_sync import param_syncs
+    from poseidon_cli.distributed.wfbp import WaitFreeBackprop
+    from poseidon_cli.net import Net
+
+    text = '''
+    layer { name: "data" type: "Input" top: "x" top: "t"
+            input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 2 } } }
+    layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h" param { lr_mult: 1 } param { lr_mult: 0 }
+            inner_product_param { num_output: 4 weight_filler { type: "gaussian" } } }
+    layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"
+            inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "l" }'''
+
+    class FakeClient:
+        staleness, clock_value = 0, 0
+
+        def __init__(self):
+            self.events = []
+
+        def push(self, name, grad, copy=True):
+            self.events.append(("push", name, layer[0]))
+            f = cf.Future()
+            f.set_result(None)
+            return f
+
+        def pull(self, name, min_clock=0):
+            f = cf.Future()
+            f.set_result(np.full(shapes[name], 7.0, dtype=np.float32))
+            return f
+
+    for overlap in (True, False):
+        net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), seed=1)
+        shapes = {r.name: r.blob.shape for r in net.learnable}
+        layer = [None]
+        net.add_after_backward(lambda li: layer.__setitem__(0, net.layer_names[li]))
+        client = FakeClient()
+        syncs = param_syncs(net)
+        wfbp = WaitFreeBackprop(net, client, syncs, overlap=overlap, iter_size=2)
+        net.blobs["x"].data[...] = 1.0
+        wfbp.begin_pass(False)
+        net.forward_backward()
+        assert client.events == []                  # not the last pass: nothing pushed
+        wfbp.begin_pass(True)
+        net.forward_backward()
+        layer[0] = "after backward"
+        wfbp.push_remaining()
+        want = [("ip2/0", "ip2"), ("ip2/1", "ip2"), ("ip1/0", "ip1")]
+        if not overlap:
+            want = [(n, "after backward") for n in ("ip1/0", "ip2/0", "ip2/1")]
+        assert [(n, li) for _, n, li in client.events] == want
+        assert [s.bytes_sent for s in syncs] == [12 * 4, 0, 8 * 4, 2 * 4]
+        wfbp.end_iteration()
+        wfbp.request_pulls()
+        net.forward_prefilled()
+        assert all(np.all(r.blob.data == 7.0) for r in net.learnable if r.name != "ip1/1")
+        assert not np.any(net.learnable[1].blob.data == 7.0)   # lr_mult 0: local, never pulled
