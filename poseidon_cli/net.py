@@ -32,15 +32,20 @@ Hooks for communication (the Net never imports ps/distributed):
 - ``add_before_forward(fn)``: ``fn(layer_index)`` before each layer's forward;
 - ``add_after_backward(fn)``: ``fn(layer_index)`` after each layer's backward step -- called for
   EVERY layer index from last to first, also for layers that need no backward (as Caffe does);
-- ``param_ready_after[i]``: learnable-param indices whose gradient is final once layer i's
-  backward step is over (the lowest-index layer using the param); every learnable param appears
-  in exactly one list;
-- ``layer_learnable_params[i]``: learnable-param indices layer i reads in forward.
+- ``learnable``: one :class:`LearnableParam` per learnable parameter k (shared weights once):
+  its ``blob``, ``name`` (``<owner layer>/<index>``), ``lr_mult``, ``decay_mult``, ``readers``
+  (layer indices that read it in forward) and ``ready_after`` (the layer after whose backward
+  step its gradient is final: the lowest-index layer using it);
+- Caffe's parallel lists are read-only views of those records, kept for pycaffe users:
+  ``learnable_params``, ``learnable_param_names``, ``params_lr``, ``params_weight_decay``;
+  ``param_ready_after[i]`` (the k with ``ready_after == i``; every k appears in exactly one list)
+  and ``layer_learnable_params[i]`` (the k that layer i reads in forward).
 """
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import dataclass, field as _field
 
 import numpy as np
 
@@ -52,7 +57,32 @@ from .layers import create_layer
 from .layers.base import TEST, TRAIN, RunContext
 from .net_pycaffe import PycaffeNetMembers, global_seed, legacy_net_args
 
-__all__ = ["Net", "filter_net", "insert_splits", "state_meets_rule", "TRAIN", "TEST"]
+__all__ = ["Net", "LearnableParam", "filter_net", "insert_splits", "state_meets_rule", "TRAIN", "TEST"]
+
+
+@dataclass(eq=False)
+class LearnableParam:
+    """One learnable parameter of a Net (see the module docstring). ``has_lr`` / ``has_decay``:
+    whether a ``param {}`` spec set the multiplier explicitly (sharers must then agree)."""
+    blob: Blob
+    name: str
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    readers: list = _field(default_factory=list)
+    ready_after: int = -1
+    has_lr: bool = False
+    has_decay: bool = False
+
+
+class _View(list):
+    """A read-only list: Caffe's per-parameter lists are derived from ``Net.learnable`` and
+    writing to them would change nothing."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("this list is a read-only view of Net.learnable; change the records")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,13 +306,9 @@ class Net(PycaffeNetMembers):
         self._bottom_name_lists, self._top_name_lists = [], []
         self.inputs = []
         self.params = OrderedDict()
-        self.learnable_params = []
-        self.learnable_param_names = []
-        self.params_lr, self.params_weight_decay = [], []
-        self._has_lr, self._has_decay = [], []
+        self.learnable = []
         self._param_owner_index = {}     # shared name -> learnable index
-        self.layer_learnable_params = []
-        self.param_ready_after = []
+        layer_reads = []                 # per layer: the learnable indices it reads
         blob_need_backward = {}
         self.bottom_need_backward = []
         self.layer_need_backward = []
@@ -345,7 +371,9 @@ class Net(PycaffeNetMembers):
                 layer.param_propagate_down[pi] = pnb
                 need_backward |= pnb
                 lindices.append(self._append_param(layer, li, pi, blob, spec))
-            self.layer_learnable_params.append(sorted(set(lindices)))
+            layer_reads.append(sorted(set(lindices)))
+            for k in layer_reads[-1]:
+                self.learnable[k].readers.append(li)
             if layer.blobs:
                 self.params[lp.name] = layer.blobs
             for name in lp.top:
@@ -404,13 +432,12 @@ class Net(PycaffeNetMembers):
             self.output_loss_weights.append(w)
 
         # Readiness of gradients: final after the lowest-index layer that uses the param.
-        last_user = {}
-        for li, idxs in enumerate(self.layer_learnable_params):
-            for k in idxs:
-                last_user.setdefault(k, li)
-        self.param_ready_after = [[] for _ in self.layers]
-        for k, li in sorted(last_user.items()):
-            self.param_ready_after[li].append(k)
+        ready = [[] for _ in self.layers]
+        for k, rec in enumerate(self.learnable):
+            rec.ready_after = min(rec.readers)
+            ready[rec.ready_after].append(k)
+        self._layer_reads = tuple(_View(r) for r in layer_reads)
+        self._ready_after = tuple(_View(r) for r in ready)
         self._loss_tops = [(blob, w) for li, layer in enumerate(self.layers)
                            for blob, w in zip(self.top_vecs[li], layer.loss_weights) if w != 0]
 
@@ -418,18 +445,18 @@ class Net(PycaffeNetMembers):
         pname = spec.name if spec is not None else ""
         display = f"{layer.name}/{pi}"
         if not pname or pname not in self._param_owner_index:
-            idx = len(self.learnable_params)
-            self.learnable_params.append(blob)
-            self.learnable_param_names.append(display)
-            self.params_lr.append(spec.lr_mult if spec is not None else 1.0)
-            self.params_weight_decay.append(spec.decay_mult if spec is not None else 1.0)
-            self._has_lr.append(spec is not None and spec.HasField("lr_mult"))
-            self._has_decay.append(spec is not None and spec.HasField("decay_mult"))
+            idx = len(self.learnable)
+            self.learnable.append(LearnableParam(
+                blob, display, spec.lr_mult if spec is not None else 1.0,
+                spec.decay_mult if spec is not None else 1.0,
+                has_lr=spec is not None and spec.HasField("lr_mult"),
+                has_decay=spec is not None and spec.HasField("decay_mult")))
             if pname:
                 self._param_owner_index[pname] = idx
             return idx
         idx = self._param_owner_index[pname]
-        owner = self.learnable_params[idx]
+        rec = self.learnable[idx]
+        owner = rec.blob
         if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
             if owner.count != blob.count:
                 raise layer.error(f"cannot share param '{pname}' (param {pi}): count "
@@ -442,18 +469,43 @@ class Net(PycaffeNetMembers):
         blob.share_data(owner)
         blob.share_diff(owner)
         if spec.HasField("lr_mult"):
-            if self._has_lr[idx] and self.params_lr[idx] != spec.lr_mult:
+            if rec.has_lr and rec.lr_mult != spec.lr_mult:
                 raise layer.error(f"shared param '{pname}' has lr_mult {spec.lr_mult} but its "
-                                  f"owner has {self.params_lr[idx]}")
-            self.params_lr[idx] = spec.lr_mult
-            self._has_lr[idx] = True
+                                  f"owner has {rec.lr_mult}")
+            rec.lr_mult = spec.lr_mult
+            rec.has_lr = True
         if spec.HasField("decay_mult"):
-            if self._has_decay[idx] and self.params_weight_decay[idx] != spec.decay_mult:
+            if rec.has_decay and rec.decay_mult != spec.decay_mult:
                 raise layer.error(f"shared param '{pname}' has decay_mult {spec.decay_mult} but "
-                                  f"its owner has {self.params_weight_decay[idx]}")
-            self.params_weight_decay[idx] = spec.decay_mult
-            self._has_decay[idx] = True
+                                  f"its owner has {rec.decay_mult}")
+            rec.decay_mult = spec.decay_mult
+            rec.has_decay = True
         return idx
+
+    # -- Caffe's per-parameter lists (read-only views of ``learnable``) ---------------------------
+    @property
+    def learnable_params(self):
+        return _View(r.blob for r in self.learnable)
+
+    @property
+    def learnable_param_names(self):
+        return _View(r.name for r in self.learnable)
+
+    @property
+    def params_lr(self):
+        return _View(r.lr_mult for r in self.learnable)
+
+    @property
+    def params_weight_decay(self):
+        return _View(r.decay_mult for r in self.learnable)
+
+    @property
+    def layer_learnable_params(self):
+        return self._layer_reads
+
+    @property
+    def param_ready_after(self):
+        return self._ready_after
 
     # -- hooks -------------------------------------------------------------------------------------
     def add_before_forward(self, fn):
@@ -516,9 +568,9 @@ class Net(PycaffeNetMembers):
         params whose gradient is formed outside the net, e.g. by sufficient-factor broadcasting:
         their diff is never written, so zeroing it is memory traffic for nothing)."""
         skip = self.params_without_diff
-        for k, blob in enumerate(self.learnable_params):
+        for k, rec in enumerate(self.learnable):
             if k not in skip:
-                blob.diff[...] = 0
+                rec.blob.diff[...] = 0
 
     def _layer_index(self, name, default):
         if name is None:

@@ -312,6 +312,40 @@ def test_shared_weights_accumulate_into_owner():
     assert net.param_ready_after[1] == [0, 1] and net.param_ready_after[2] == []
 
 
+def test_one_learnable_record_per_param_and_caffe_lists_are_read_only_views():
+    """Shared weights are one record read by both layers (ready after the lower one); the
+    multipliers come from the specs (an explicit one on a sharer counts); Caffe's lists are the
+    records' fields, and writing to them is refused instead of silently doing nothing."""
+    p = P('''
+    force_backward: true
+    layer { name: "data" type: "Input" top: "a" top: "b"
+            input_param { shape { dim: 3 dim: 4 } } }
+    layer { name: "ipa" type: "InnerProduct" bottom: "a" top: "ya"
+            param { name: "w" } param { lr_mult: 2 decay_mult: 0 }
+            inner_product_param { num_output: 2 } }
+    layer { name: "ipb" type: "InnerProduct" bottom: "b" top: "yb"
+            param { name: "w" lr_mult: 3 } param { lr_mult: 0 }
+            inner_product_param { num_output: 2 } }
+    layer { name: "la" type: "EuclideanLoss" bottom: "ya" bottom: "yb" top: "l" }''')
+    net = Net(p, TRAIN, seed=1)
+    got = [(r.name, r.lr_mult, r.decay_mult, r.readers, r.ready_after) for r in net.learnable]
+    assert got == [("ipa/0", 3, 1, [1, 2], 1), ("ipa/1", 2, 0, [1], 1), ("ipb/1", 0, 1, [2], 2)]
+    assert [r.blob for r in net.learnable] == [net.params["ipa"][0], net.params["ipa"][1],
+                                               net.params["ipb"][1]]
+    assert net.learnable_params == [r.blob for r in net.learnable]
+    assert net.learnable_param_names == ["ipa/0", "ipa/1", "ipb/1"]
+    assert net.params_lr == [3, 2, 0] and net.params_weight_decay == [1, 0, 1]
+    assert net.layer_learnable_params[1] == [0, 1] and net.layer_learnable_params[2] == [0, 2]
+    assert list(net.param_ready_after) == [[], [0, 1], [2], []]
+    for view in (net.params_lr, net.learnable_params, net.layer_learnable_params[1]):
+        with pytest.raises(TypeError, match="read-only view of Net.learnable"):
+            view[0] = 5
+        with pytest.raises(TypeError, match="read-only"):
+            view.append(5)
+    net.learnable[0].lr_mult = 0.5                       # the records are the one place to change
+    assert net.params_lr[0] == 0.5
+
+
 def test_shared_shape_mismatch_strict_vs_permissive():
     text = '''
     layer { name: "data" type: "Input" top: "a" input_param { shape { dim: 3 dim: 4 } } }

@@ -1,6 +1,7 @@
 """Wait-free backpropagation: per-parameter communication attached to a Net from outside.
 
-``WaitFreeBackprop(net, client, ...)`` registers two Net hooks:
+``WaitFreeBackprop(net, client, syncs, ...)`` (``syncs``: one :class:`~.param_sync.ParamSync` per
+``net.learnable`` entry) registers two Net hooks:
 
 - after layer ``i``'s backward, every learnable parameter in ``net.param_ready_after[i]`` (its
   gradient is final: the lowest layer that uses it, so shared weights work) is pushed at once.
@@ -14,16 +15,17 @@
 With ``overlap=False`` (``--no-overlap``) nothing is pushed from the hook: ``push_remaining`` sends
 everything after the whole backward, for comparison.
 
-Only parameters with ``lr_mult != 0`` travel (``communicated``); BatchNorm statistics and frozen
-layers stay local, as in Caffe's multi-GPU training. Gradients are divided by ``iter_size`` before
-pushing (Caffe's Normalize); regularization and the update rule run on the parameter server.
-Per-parameter bytes pushed/pulled and the time spent blocked are recorded in ``stats``.
+Only parameters whose ParamSync scheme is "ps" travel; "local" ones (``lr_mult == 0``: BatchNorm
+statistics, frozen layers) stay local, as in Caffe's multi-GPU training. Gradients are divided by
+``iter_size`` before pushing (Caffe's Normalize); regularization and the update rule run on the
+parameter server. Bytes pushed/pulled go to each ParamSync (``bytes_sent`` / ``bytes_received``);
+the time spent blocked this iteration is ``wait_s``.
 
 Sufficient-factor broadcasting (``sfb``: a :class:`~.sfb.FactorExchange`) runs in the same
 pipeline: after an SFB layer's backward its factors are captured and sent to every peer (at
 ``push_remaining`` without overlap); before its forward the worker applies that layer's updates
 of every clock ``<= c - s - 1`` (waiting for the peers' factors), c being the client's clock.
-SFB weights are not in ``communicated`` (they never reach the parameter server).
+SFB weights have scheme "sfb" (they never reach the parameter server).
 """
 from __future__ import annotations
 
@@ -37,21 +39,21 @@ from ..errors import ClusterError
 
 
 class WaitFreeBackprop:
-    def __init__(self, net, client, names, communicated, overlap: bool = True,
+    def __init__(self, net, client, syncs, overlap: bool = True,
                  iter_size: int = 1, deadline_s: float = 60.0, sfb=None, staleness: int = 0):
         self.net = net
         self.client = client
-        self.names = list(names)                  # PS name per learnable param index
-        self.communicated = list(communicated)    # bool per learnable param index
+        self.syncs = list(syncs)                  # per learnable index k
+        if [s.param for s in self.syncs] != list(net.learnable):
+            raise ValueError("syncs must hold one ParamSync per net.learnable entry, in order")
+        self.ps = [k for k, s in enumerate(self.syncs) if s.scheme == "ps"]
         self.overlap = overlap
         self.iter_size = max(1, int(iter_size))
         self.deadline_s = deadline_s
         self.pending = {}                          # param index -> Future of fresh values
         self.pushed = set()
         self.push_enabled = False                  # only on the last of iter_size passes
-        n = len(self.names)
-        self.bytes_pushed = np.zeros(n, dtype=np.int64)
-        self.bytes_pulled = np.zeros(n, dtype=np.int64)
+        n = len(self.syncs)
         self.wait_s = 0.0                          # blocked waiting for parameters this iteration
         self._free = [[] for _ in range(n)]        # per param: host buffers of finished pushes
         self.sfb = sfb
@@ -76,9 +78,10 @@ class WaitFreeBackprop:
             self._push(k)
 
     def _push(self, k):
-        if not self.communicated[k] or k in self.pushed:
+        sync = self.syncs[k]
+        if sync.scheme != "ps" or k in self.pushed:
             return
-        diff = self.net.learnable_params[k].diff
+        diff = sync.param.blob.diff
         # A fresh host array: the push is asynchronous and the diff is zeroed next iteration.
         if self.iter_size != 1:
             grad = to_host(diff) * (1.0 / self.iter_size)
@@ -88,16 +91,16 @@ class WaitFreeBackprop:
             free = self._free[k]
             grad = free.pop() if free else np.empty_like(diff)
             np.copyto(grad, diff)
-            fut = self.client.push(self.names[k], grad, copy=False)
+            fut = self.client.push(sync.ps_name, grad, copy=False)
             fut.add_done_callback(lambda f, k=k, grad=grad: self._recycle(k, grad))
             self.pushed.add(k)
-            self.bytes_pushed[k] += grad.nbytes
+            sync.bytes_sent += grad.nbytes
             return
         else:
             grad = to_host(diff)
-        self.client.push(self.names[k], grad, copy=False)
+        self.client.push(sync.ps_name, grad, copy=False)
         self.pushed.add(k)
-        self.bytes_pushed[k] += grad.nbytes
+        sync.bytes_sent += grad.nbytes
 
     def _recycle(self, k, grad):
         # list.append is atomic; at most two spare buffers per param
@@ -106,7 +109,7 @@ class WaitFreeBackprop:
 
     def push_remaining(self):
         """Push whatever the hooks did not (everything with --no-overlap)."""
-        for k in range(len(self.names)):
+        for k in self.ps:
             self._push(k)
         if self.sfb is not None:
             self.sfb.send_captured()
@@ -116,10 +119,9 @@ class WaitFreeBackprop:
 
     # -- forward side --------------------------------------------------------------------------------
     def request_pulls(self, min_clock: int = 0):
-        """Ask for every communicated parameter's values for the client's current clock."""
-        for k, name in enumerate(self.names):
-            if self.communicated[k]:
-                self.pending[k] = self.client.pull(name, min_clock)
+        """Ask for every "ps" parameter's values for the client's current clock."""
+        for k in self.ps:
+            self.pending[k] = self.client.pull(self.syncs[k].ps_name, min_clock)
 
     def _before_forward(self, li):
         for k in self.net.layer_learnable_params[li]:
@@ -137,13 +139,13 @@ class WaitFreeBackprop:
         try:
             values = fut.result(timeout=self.deadline_s + 5.0)
         except cf.TimeoutError:
-            raise ClusterError(f"no fresh values of parameter '{self.names[k]}' from the parameter "
-                               f"server within {self.deadline_s:.0f}s") from None
+            raise ClusterError(f"no fresh values of parameter '{self.syncs[k].ps_name}' from the "
+                               f"parameter server within {self.deadline_s:.0f}s") from None
         self.wait_s += time.perf_counter() - t0
-        blob = self.net.learnable_params[k]
+        blob = self.syncs[k].param.blob
         xp = get_array_module(blob.data)
         blob.data[...] = values if xp is np else xp.asarray(values)
-        self.bytes_pulled[k] += values.nbytes
+        self.syncs[k].bytes_received += values.nbytes
 
     def wait_all(self):
         """Install every pending parameter now (before testing or snapshotting)."""

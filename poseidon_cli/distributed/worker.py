@@ -1,24 +1,26 @@
-"""One client of a distributed run: a parameter-server shard plus one training worker.
+"""A training worker's life cycle (:class:`Worker`), and one client of a distributed run.
 
-``run_client(client_id, hosts, opts)`` (called by ``poseidon train --hosts`` for this machine):
+:class:`Worker` ``(solver, client, *, factors=None, spec=None)`` owns the sequence every worker
+follows -- connect, attach, publish/install the initial state, barrier, prime the pulls, solve,
+drain, flush the factors, finish -- and its clean-up (:meth:`Worker.close`); the real client and
+every in-process test (``tests/distributed/inprocess.py``) build their workers through it. The
+solver carries a ``PSSync`` (``ps_sync.py``): wait-free backprop pushes, per-layer waits for fresh
+parameters, one clock per iteration; display/test values averaged over workers; worker 0 logs,
+writes ``.netoutputs`` and snapshots (weights and history read back from the PS, so the files
+resume on one node or on any number of clients).
 
-1. builds the solver and its nets with ``RunContext(client_id, num_clients)`` so the data layers
-   read this client's partition; applies ``--weights`` / ``--snapshot`` locally;
-2. starts this client's PS shard on its hosts-file port (``SolverUpdater``: the Caffe solver step
-   on the gradient averaged over all workers, once per clock);
-3. connects to every shard (retrying with backoff up to the deadline), registers the parameter
-   layout, and client 0 stores the initial parameters and solver history; a barrier;
-4. trains with ``DistributedSolver``: wait-free backprop pushes, per-layer waits for fresh
-   parameters, one clock per iteration; display/test values averaged over clients through small
-   statistics tensors on the PS; client 0 logs, writes ``.netoutputs`` and snapshots (weights and
-   history read back from the PS, so the files resume on one node or on any number of clients);
-5. leaves cleanly (flush, barrier) and writes ``stats.client<k>.json``.
+``run_client(client_id, hosts, opts)`` (``poseidon train --hosts`` on this machine) wires the real
+pieces: the solver with ``RunContext(client_id, num_clients)`` (each client reads its partition;
+``--weights`` / ``--snapshot`` applied locally), this client's PS shard on its hosts-file port
+(``SolverUpdater``: the Caffe step on the gradient averaged over all workers, once per clock), the
+SFB server and transports, a ``PSClient`` over every shard; then ``Worker.run`` and
+``stats.client<k>.json``.
 
 Staleness s: a worker's pull at clock c returns every worker's updates of clocks <= c - s - 1, so a
 worker runs at most s clocks ahead of the slowest. Display and test iterations average over all
 workers and therefore wait for all of them at that clock.
 
-Hybrid communication (``--svb auto|on|off``, ``sfb.py``): the weights of InnerProduct layers chosen
+Hybrid communication (``--svb auto|on|off``, ``sfb``): the weights of InnerProduct layers chosen
 by the cost model are synchronised by sufficient-factor broadcasting, peer to peer over the same
 gRPC server (hosts-file port) as the PS shard, with the solver step applied locally once per clock
 under the same SSP bound; the decision table is logged by client 0 and written to the stats file
@@ -28,230 +30,134 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import subprocess
 import sys
 import time
-
-import numpy as np
+import types
 
 from .. import backend, config
-from ..errors import ClusterError, PoseidonError
+from ..errors import ClusterError
 from ..layers.base import RunContext
 from ..solver.solver import Solver
 from ..solver.log import TrainLog
 from . import sfb as sfb_mod
-from ..ps.updaters import STATS_PREFIX, SolverUpdater, check_solver
-from .wfbp import WaitFreeBackprop
-
-DEFAULT_DEADLINE_S = 60.0
+from ..ps.updaters import SolverUpdater
+from .ps_sync import DEFAULT_DEADLINE_S, PSSync
 
 
-def solver_fingerprint(param) -> str:
-    """The solver fields every client must agree on, as text (it becomes the name of a statistics
-    tensor, so a client with a different solver is rejected at registration naming them)."""
-    fields = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize", "momentum", "momentum2",
-              "weight_decay", "regularization_type", "delta", "rms_decay", "max_iter", "iter_size")
-    parts = []
-    for f in fields:
-        v = getattr(param, f)
-        parts.append(f"{f}={v:.7g}" if isinstance(v, float) else f"{f}={v}")
-    if param.stepvalue:
-        parts.append("stepvalue=" + ",".join(map(str, param.stepvalue)))
-    return "__solver__ " + " ".join(parts)
+class Worker:
+    """One training worker's life cycle, the same in a real client and in in-process tests.
 
+    ``solver``: a Solver built with ``sync=PSSync(...)``; ``client``: its ``PSClient`` (not yet
+    connected; layout ``solver.sync.ps_layout()``); ``factors``: the ``FactorExchange`` from
+    ``solver.sync.setup_sfb`` when the plan has SFB layers; ``spec``: where this worker sits in
+    the cluster (``client_id``, ``workers_per_client``, ``worker_index``, ``hosts``: anything with
+    those attributes, e.g. a ``ClusterSpec``), used to name this worker and the lost peer in
+    errors; without it errors name PS worker ranks.
 
-class DistributedSolver(Solver):
-    """A Solver whose update happens on the parameter server (see module docstring).
+    :meth:`run`: connect -> attach -> publish (worker 0) -> barrier -> install (the others) ->
+    prime the first pulls -> ``solver.solve()`` -> drain the pending pulls -> flush the factors
+    (every peer has our last ones before anyone leaves) -> finish (flush, barrier, leave). A
+    ``ClusterError`` on the way is re-raised naming this worker and, from the error's
+    ``lost_workers`` / ``shard`` fields, the client that is gone. :meth:`close` always releases
+    the client and the factor exchange (also after an unexpected exception); call it in a
+    ``finally``.
+    """
 
-    Call ``attach(client)`` after construction; the PS layout is ``ps_layout()``."""
-
-    def __init__(self, param, *, overlap=True, deadline_s=DEFAULT_DEADLINE_S, svb="auto",
-                 num_shards=None, **kwargs):
-        check_solver(param, kwargs.get("solver_path") or "solver")
-        super().__init__(param, **kwargs)
-        self.overlap = overlap
-        self.deadline_s = deadline_s
-        self.client = None
-        self.wfbp = None
-        self.sfb = None
-        net = self.net
-        self.ps_names = [f"{n}" for n in net.learnable_param_names]
-        self.svb = svb or "auto"
-        workers = self.context.world_size
-        self.num_shards = int(num_shards or self.context.num_clients)
-        self.sfb_plan = sfb_mod.plan_layers(net, workers, self.num_shards, self.svb, param.iter_size)
-        sfb_params = {p.param_index for p in self.sfb_plan if p.scheme == "sfb"}
-        self.communicated = [lr != 0 and k not in sfb_params for k, lr in enumerate(net.params_lr)]
-        self.sfb_params = sfb_params
-        # SFB weights never get a diff (their layers skip the weight-gradient GEMM)
-        net.params_without_diff = frozenset(sfb_params)
-        self._pass = 0
-        self._t_compute = 0.0
-        self._t_iter = None
-        self._cpu_iter = None
-        self.iter_stats = []
-
-    # -- layout ----------------------------------------------------------------------------------------
-    def _stats_sizes(self):
-        sizes = {"__loss__": 1, "__train_outputs__": max(1, self._count_outputs(self.net))}
-        for i, tn in enumerate(self.test_nets):
-            sizes[f"__test{i}_loss__"] = 1
-            sizes[f"__test{i}__"] = max(1, self._count_outputs(tn))
-        return sizes
-
-    @staticmethod
-    def _count_outputs(net):
-        return int(sum(net.blobs[n].count for n in net.output_blob_names))
-
-    def ps_layout(self):
-        params = []
-        for k, blob in enumerate(self.net.learnable_params):
-            if self.communicated[k]:
-                params.append((self.ps_names[k], tuple(blob.shape), "float32"))
-        for name, size in self._stats_sizes().items():
-            params.append((name, (size,), "float64"))
-        params.append((solver_fingerprint(self.param), (1,), "float64"))
-        return params
-
-    def multipliers(self):
-        return {self.ps_names[k]: (self.net.params_lr[k], self.net.params_weight_decay[k])
-                for k in range(len(self.ps_names)) if self.communicated[k]}
-
-    def decision_table(self):
-        return sfb_mod.format_table(self.sfb_plan, self.context.world_size, self.num_shards, self.svb)
-
-    # -- wiring ------------------------------------------------------------------------------------------
-    def setup_sfb(self, job_id, transport, chunk_bytes=sfb_mod.DEFAULT_CHUNK_BYTES):
-        """Create this worker's FactorExchange (before its transport's server starts serving)."""
-        self.sfb = sfb_mod.FactorExchange(self.net, self.sfb_plan, lambda k: self.history[k], self.param,
-                                          self.context.rank, self.context.world_size, job_id, transport,
-                                          start_iter=self.iter, deadline_s=self.deadline_s,
-                                          chunk_bytes=chunk_bytes)
-        return self.sfb
-
-    def attach(self, client):
+    def __init__(self, solver, client, *, factors=None, spec=None):
+        self.solver = solver
+        self.sync = solver.sync
         self.client = client
-        if self.sfb_params and self.sfb is None:
-            raise RuntimeError("call setup_sfb before attach: the plan has SFB layers")
-        self.wfbp = WaitFreeBackprop(self.net, client, self.ps_names, self.communicated,
-                                     overlap=self.overlap, iter_size=self.param.iter_size,
-                                     deadline_s=self.deadline_s, sfb=self.sfb,
-                                     staleness=client.staleness)
+        self.factors = factors
+        self.spec = spec
+        if factors is not None and factors is not self.sync.sfb:
+            raise ValueError("factors must be the exchange made by solver.sync.setup_sfb")
+        self.rank = solver.context.rank
+        self.wall_s = 0.0
+        self._finished = False
 
-    def publish_initial_state(self):
-        """Client 0: store the parameters and the solver history in the PS."""
-        values = {self.ps_names[k]: backend.to_host(b.data)
-                  for k, b in enumerate(self.net.learnable_params) if self.communicated[k]}
-        for name, size in self._stats_sizes().items():
-            values[name] = np.zeros(size)
-        values[solver_fingerprint(self.param)] = np.zeros(1)
-        self.client.init_params(values)
-        state = {}
-        for k, hist in enumerate(self.history):
-            if self.communicated[k] and any(float(abs(backend.to_host(h)).max(initial=0)) for h in hist):
-                state[self.ps_names[k]] = {f"h{j}": backend.to_host(h) for j, h in enumerate(hist)}
-        if state:
-            self.client.set_solver_state(state)
-        if self.sfb is not None:
-            self.sfb.publish_initial()
+    def run(self) -> None:
+        t0 = time.time()
+        try:
+            self._run()
+        except ClusterError as exc:
+            raise self.named(exc) from None
+        finally:
+            self.wall_s = time.time() - t0
 
-    def install_initial_state(self):
-        """Clients != 0, after the start-up barrier: take worker 0's SFB weights and history."""
-        if self.sfb is not None:
-            self.sfb.install_initial()
+    def _run(self):
+        client, sync = self.client, self.sync
+        client.connect()
+        sync.attach(client)
+        if self.rank == 0:
+            sync.publish_initial_state()
+        client.barrier()
+        if self.rank != 0:
+            sync.install_initial_state()
+        sync.wfbp.request_pulls()
+        self.solver.solve()
+        sync.wfbp.wait_all()
+        if self.factors is not None:
+            self.factors.flush()
+            self.factors.ensure_all(client.clock_value)
+        client.finish()
+        self._finished = True
 
-    # -- the iteration -----------------------------------------------------------------------------------
-    def forward_backward(self):
-        self._pass += 1
-        self.wfbp.begin_pass(self._pass == self.param.iter_size)
-        t0 = time.perf_counter()
-        loss = super().forward_backward()
-        self._t_compute += time.perf_counter() - t0
-        return loss
+    def close(self) -> None:
+        if not self._finished:
+            self.client.close()
+        if self.factors is not None:
+            self.factors.close()
 
-    def apply_update(self):
-        self.learning_rate()  # Caffe's "Iteration N, lr = R" line; the PS computes the same rate
-        self.wfbp.push_remaining()
-        t0 = time.perf_counter()
-        self.client.clock()
-        t_clock = time.perf_counter() - t0
-        self.wfbp.end_iteration()
-        self.wfbp.request_pulls()
-        now, cpu = time.perf_counter(), time.process_time()
-        self.iter_stats.append({
-            "iter": self.iter,
-            "compute_s": round(max(0.0, self._t_compute - self.wfbp.wait_s), 6),
-            "wait_params_s": round(self.wfbp.wait_s, 6),
-            "clock_s": round(t_clock, 6),
-            # end of the previous update to the end of this one (None for the first), and the CPU
-            # time of the whole process (every thread: shard, transports, BLAS) in that span
-            "wall_s": None if self._t_iter is None else round(now - self._t_iter, 6),
-            "cpu_s": None if self._cpu_iter is None else round(cpu - self._cpu_iter, 6),
-        })
-        self._t_iter, self._cpu_iter = now, cpu
-        self._pass = 0
-        self._t_compute = 0.0
-        self.wfbp.wait_s = 0.0
+    # -- errors ----------------------------------------------------------------------------------------
+    def _where(self):
+        spec = self.spec
+        if spec is None:
+            return f"worker {self.rank}"
+        T = int(getattr(spec, "workers_per_client", 1) or 1)
+        return f"client {spec.client_id}" + (f" worker {spec.worker_index}" if T > 1 else "")
 
-    def _average(self, key, values):
-        """Average ``values`` over every worker through the PS statistics tensor ``key``."""
-        size = self._stats_sizes()[key]
-        arr = np.zeros(size)
-        arr[:len(values)] = np.asarray(values, dtype=np.float64)
-        self.client.push(key, arr, copy=False)
-        out = self.client.pull(key, min_clock=self.client.clock_value + 1).result(
-            timeout=self.deadline_s + 5.0)
-        return [float(v) for v in out[:len(values)]]
-
-    def reduce_outputs(self, values, kind="loss"):
-        if self.client is None or self.context.world_size == 1:
-            return values
-        if kind == "loss":
-            # Only display iterations average the loss across workers: averaging every iteration
-            # would make every iteration a barrier and defeat staleness.
-            if not (self.param.display and self.iter % self.param.display == 0):
-                return values
-            return self._average("__loss__", values)
-        if kind == "train_outputs":
-            return self._average("__train_outputs__", values)
-        what, _, idx = kind.partition(":")
-        if what == "test_loss":
-            return self._average(f"__test{idx}_loss__", values)
-        if what == "test_outputs":
-            return self._average(f"__test{idx}__", values)
-        raise ValueError(f"unknown reduction {kind!r}")
-
-    def test_iterations(self, net_id):
-        n = super().test_iterations(net_id)
-        return int(math.ceil(n / self.context.world_size))
-
-    def test(self, net_id):
-        self.wfbp.wait_all()  # the test net shares the train net's arrays
-        return super().test(net_id)
-
-    # -- snapshots ---------------------------------------------------------------------------------------
-    def snapshot(self):
-        if self.context.rank != 0:
+    def lost_client(self, exc):
+        """The other client an error names (a lost worker rank r lives on client r // T; shard k
+        on client k), or None."""
+        spec = self.spec
+        if spec is None:
             return None
-        self.wfbp.wait_all()
-        if self.sfb is not None:
-            self.sfb.ensure_all(self.client.clock_value)
-        fresh = self.client.pull_all(min_clock=self.client.clock_value)
-        for k, blob in enumerate(self.net.learnable_params):
-            if self.communicated[k]:
-                xp = backend.get_array_module(blob.data)
-                blob.data[...] = xp.asarray(fresh[self.ps_names[k]])
-        state = self.client.get_solver_state()
-        for k, blob in enumerate(self.net.learnable_params):
-            slots = state.get(self.ps_names[k], {})
-            for j, h in enumerate(self.history[k]):
-                if f"h{j}" in slots:
-                    xp = backend.get_array_module(h)
-                    h[...] = xp.asarray(slots[f"h{j}"])
-        return super().snapshot()
+        T = int(getattr(spec, "workers_per_client", 1) or 1)
+        me, n = spec.client_id, len(spec.hosts)
+        candidates = [int(r) // T for r in getattr(exc, "lost_workers", ()) or ()]
+        shard = getattr(exc, "shard", None)
+        if shard is not None:
+            candidates.append(int(shard))
+        return next((k for k in candidates if k != me and k < n), None)
+
+    def named(self, exc):
+        """``exc`` re-worded to name this worker and the lost client (fields carried over)."""
+        lost = self.lost_client(exc)
+        gone = f" -> client {lost} ({self.spec.hosts[lost].address}) is gone" if lost is not None else ""
+        out = ClusterError(f"{self._where()}: {exc.one_line()}{gone}",
+                           "the last snapshot stays valid; restart the cluster with --snapshot")
+        for field in ("lost_workers", "shard"):
+            if hasattr(exc, field):
+                setattr(out, field, getattr(exc, field))
+        return out
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        spec = self.spec
+        doc = {"client": getattr(spec, "client_id", self.rank),
+               "clients": len(spec.hosts) if spec is not None else self.solver.context.num_clients,
+               "staleness": self.client.staleness, "wall_s": round(self.wall_s, 3)}
+        doc.update(self.sync.stats())
+        return doc
+
+    def write_stats(self, path) -> None:
+        """``stats.client<k>.json``, written by rename (a reader never sees half a file)."""
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.stats(), fh, indent=1)
+        os.replace(tmp, path)
 
 
 def _job_id(hosts_path) -> str:
@@ -292,9 +198,9 @@ def run_client(client_id: int, hosts, opts) -> int:
         if rank == 0 else None
     svb = opts.get("svb") or "auto"
     helpers = _start_client_workers(opts, client_id, T, run_dir) if T > 1 and t == 0 else []
-    solver = DistributedSolver(param, solver_path=opts["solver"], context=context, xp=xp, log=log,
-                               netoutputs_path=netoutputs, overlap=not opts.get("no_overlap"),
-                               deadline_s=deadline, svb=svb, num_shards=n)
+    sync = PSSync(overlap=not opts.get("no_overlap"), deadline_s=deadline, svb=svb, num_shards=n)
+    solver = Solver(param, solver_path=opts["solver"], context=context, xp=xp, log=log,
+                    netoutputs_path=netoutputs, sync=sync)
     if opts.get("weights"):
         solver.copy_weights(opts["weights"])
     if opts.get("snapshot"):
@@ -303,16 +209,16 @@ def run_client(client_id: int, hosts, opts) -> int:
              f": shard at {me.address}, staleness {staleness}, "
              f"{'wait-free backprop' if not opts.get('no_overlap') else 'no overlap'}")
     if rank == 0:
-        for line in solver.decision_table():
+        for line in sync.decision_table():
             log.info(line)
 
     job = _job_id(opts["hosts"])
     server = factors = sfb_server = None
-    if solver.sfb_params:
-        factors = solver.setup_sfb(job, sfb_mod.GrpcFactorTransport(
+    if sync.sfb_params:
+        factors = sync.setup_sfb(job, sfb_mod.GrpcFactorTransport(
             _peer_addresses(hosts, T, rank, job)))
     if t == 0:
-        store = ShardStore(client_id, n, job, SolverUpdater(param, solver.multipliers(), solver.iter),
+        store = ShardStore(client_id, n, job, SolverUpdater(param, sync.multipliers(), solver.iter),
                            deadline_s=deadline, heartbeat_timeout_s=min(deadline, 15.0))
         server = ShardServer(store, host=me.ip, port=me.port)
         if factors is not None:
@@ -326,44 +232,27 @@ def run_client(client_id: int, hosts, opts) -> int:
         sfb_mod.register_worker(me.address, job, t, sfb_port, deadline)
     # Control over gRPC, tensors over the shard's plain-TCP data plane (ps/README.md)
     transports = [make_transport(h.address, i, job) for i, h in enumerate(hosts)]
-    client = PSClient(transports, job, worker_id=rank, num_workers=world, params=solver.ps_layout(),
-                      staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline)
+    client = PSClient(transports, job, worker_id=rank, num_workers=world, params=sync.ps_layout(),
+                      staleness=staleness, deadline_s=deadline, connect_timeout_s=deadline,
+                      job_config=sync.job_config())
     stats_path = os.path.join(run_dir, f"stats.client{client_id}.json" if T == 1 else
                               f"stats.client{client_id}.worker{t}.json")
-    t_start = time.time()
+    spec = types.SimpleNamespace(client_id=client_id, workers_per_client=T, worker_index=t, hosts=hosts)
+    worker = Worker(solver, client, factors=factors, spec=spec)
     try:
-        client.connect()
-        solver.attach(client)
-        if rank == 0:
-            solver.publish_initial_state()
-        client.barrier()
-        if rank != 0:
-            solver.install_initial_state()
-        solver.wfbp.request_pulls()
-        solver.solve()
-        solver.wfbp.wait_all()
-        if factors is not None:
-            factors.flush()  # every peer has our last factors before anyone leaves
-        client.finish()
-        _wait_client_workers(helpers, client_id, deadline)
-    except ClusterError as exc:
-        client.close()
-        lost = _lost_client(str(exc), hosts, client_id) if T == 1 else None
-        raise ClusterError(f"client {client_id}" + (f" worker {t}" if T > 1 else "") + f": {exc.one_line()}" +
-                           (f" -> client {lost} ({hosts[lost].address}) is gone" if lost is not None else ""),
-                           "the last snapshot stays valid; restart the cluster with --snapshot") from None
-    except PoseidonError:
-        client.close()
-        raise
+        worker.run()
+        try:
+            _wait_client_workers(helpers, client_id, deadline)
+        except ClusterError as exc:
+            raise worker.named(exc) from None
     finally:
+        worker.close()
         _stop_client_workers(helpers)
-        _write_stats(stats_path, solver, client_id, n, staleness, time.time() - t_start)
+        worker.write_stats(stats_path)
         if server is not None:
             server.stop(grace=1.0)
         if sfb_server is not None:
             sfb_server.stop(grace=1.0)
-        if factors is not None:
-            factors.close()
     return 0
 
 
@@ -415,39 +304,3 @@ def _stop_client_workers(procs):
                 p.kill()
                 p.wait()
         log.close()
-
-
-def _lost_client(message: str, hosts, me: int):
-    """Which other client an error names: shard k and worker k both live on client k."""
-    for pattern in (r"lost worker\(s\) \[(\d+)", r"shard (\d+)\b", r"worker (\d+)"):
-        for m in re.finditer(pattern, message):
-            k = int(m.group(1))
-            if k != me and k < len(hosts):
-                return k
-    return None
-
-
-def _write_stats(path, solver, client_id, n, staleness, wall_s):
-    wfbp = solver.wfbp
-    per_param = []
-    iters = len(solver.iter_stats)
-    sfb_rows = {r["param"]: r for r in solver.sfb.layer_stats(iters)} if solver.sfb is not None else {}
-    if wfbp is not None:
-        for k, name in enumerate(solver.ps_names):
-            if name in sfb_rows:
-                r = sfb_rows[name]
-                per_param.append({"param": name, "communicated": True, "scheme": "sfb",
-                                  "bytes_sent": r["bytes_sent"], "bytes_received": r["bytes_received"]})
-                continue
-            per_param.append({"param": name, "communicated": bool(solver.communicated[k]),
-                              "scheme": "ps" if solver.communicated[k] else "local",
-                              "bytes_sent": int(wfbp.bytes_pushed[k]),
-                              "bytes_received": int(wfbp.bytes_pulled[k])})
-    doc = {"client": client_id, "clients": n, "staleness": staleness, "wall_s": round(wall_s, 3),
-           "svb": solver.svb, "iterations": solver.iter_stats, "params": per_param,
-           "sfb_decisions": [p.row() for p in solver.sfb_plan],
-           "sfb_layers": list(sfb_rows.values())}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1)
-    os.replace(tmp, path)

@@ -7,7 +7,7 @@
 * ``overrides``: keyword arguments named like ``SolverParameter`` fields (``max_iter=10``,
   ``base_lr=0.1``, ``type="Adam"``...) replace those fields; any other keyword goes to
   :class:`Solver` (``net``, ``test_nets``, ``context``, ``xp``, ``dtype``, ``log``,
-  ``netoutputs_path``, ``apply_update``, ``callbacks``, ``action_fn``).
+  ``netoutputs_path``, ``sync``, ``action_fn``).
 
 The pure pieces other modules reuse (the parameter server among them): ``updates.UPDATE_RULES``,
 ``updates.regularize``, ``updates.clip_gradients``, ``lr_policy.learning_rate``.

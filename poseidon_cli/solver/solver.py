@@ -1,7 +1,7 @@
 """The training loop (BVLC ``Solver`` / ``SGDSolver`` semantics, caffe-semantics.md §3).
 
 ``Solver(param, *, solver_path=None, net=None, test_nets=None, context=RunContext(), xp=None,
-dtype=np.float32, log=None, netoutputs_path=None, apply_update=None, callbacks=(), action_fn=None)``
+dtype=np.float32, log=None, netoutputs_path=None, sync=None, action_fn=None)``
 
 * ``param``: an upgraded ``SolverParameter`` (``config.load_solver_param``). Fields read: the net
   sources (exactly one of ``net``/``net_param``/``train_net``/``train_net_param``; test nets from
@@ -16,23 +16,23 @@ dtype=np.float32, log=None, netoutputs_path=None, apply_update=None, callbacks=(
 
 Loop (``step(n)``), per iteration: clear param diffs; TestAll when ``iter % test_interval == 0``
 (and ``iter > 0`` or ``test_initialization``); ``forward_backward`` ``iter_size`` times; smoothed
-loss over ``average_loss`` iterations; display; ``apply_update`` (lr(iter), clip, then per param
-normalize / regularize / rule); ``iter += 1``; snapshot every ``snapshot`` iterations; then the
-requested action (``action_fn()`` -> "none" | "snapshot" | "stop", e.g. from a signal).
+loss over ``average_loss`` iterations; display; ``sync.update`` (locally :meth:`apply_update_local`:
+lr(iter), clip, then per param ``step.apply_step``: normalize / regularize / rule / subtract);
+``iter += 1``; snapshot every ``snapshot`` iterations; then the requested action (``action_fn()``
+-> "none" | "snapshot" | "stop", e.g. from a signal).
 
 State: ``iter`` (updates done), ``history`` (per learnable param a list of ``rule.num_history``
 arrays), ``schedule.current_step`` (multistep), ``last_snapshot``. ``restore(path)`` /
 ``snapshot()`` round-trip all of it through Caffe's SolverState.
 
-Hooks for distributed training (this module never imports ps/distributed):
-* ``apply_update``: a callable ``fn(solver)`` replacing :meth:`apply_update_local` (e.g. push
-  gradients to a parameter server and pull fresh weights);
-* ``callbacks``: objects with any of ``on_start(solver)`` (before forward/backward),
-  ``on_gradients_ready(solver)`` (after it, before the update) and ``on_iteration_end(solver)``;
+Extension points (this module never imports ps/distributed):
+* ``sync``: a :class:`~.sync.Sync` (default :class:`~.sync.LocalSync`) -- the one way other
+  workers take part: it runs the update, combines logged values (:class:`~.sync.Reduction`),
+  shares test passes, makes the weights current before tests and snapshots and says whether this
+  worker writes snapshots (``distributed/ps_sync.py: PSSync`` is the cluster's);
+* ``action_fn``: asked after every iteration and test pass what to do (signals);
 * pycaffe's ``add_callback(on_start, on_gradients)``: argument-less functions called before
-  forward/backward and before the update; :attr:`lr` is the rate the next update uses;
-* :meth:`compute_update_value` (one param: normalize, regularize, rule) and :attr:`rule` for
-  layer-wise updates; :meth:`reduce_outputs` to average displayed values over workers.
+  forward/backward and before the update; :attr:`lr` is the rate the next update uses.
 
 Errors: ``SolverError`` (one line) for a solver without a net, unknown type / lr policy /
 regularization, bad test settings, a snapshot that does not fit, and a NaN/Inf loss (naming the
@@ -53,6 +53,8 @@ from ..layers.base import TEST, TRAIN, RunContext
 from . import snapshot as snap
 from . import updates
 from .log import TrainLog, fmt
+from .step import apply_step
+from .sync import LocalSync, Reduction
 from .lr_policy import LrSchedule
 from .netoutputs import NetOutputs, column_names
 
@@ -71,8 +73,8 @@ class Solver:
     """See the module docstring."""
 
     def __init__(self, param, *, solver_path=None, net=None, test_nets=None, context=RunContext(),
-                 xp=None, dtype=np.float32, log=None, netoutputs_path=None, apply_update=None,
-                 callbacks=(), action_fn=None):
+                 xp=None, dtype=np.float32, log=None, netoutputs_path=None, sync=None,
+                 action_fn=None):
         self.param = param
         self.solver_path = solver_path
         self.where = solver_path or "solver"
@@ -102,8 +104,6 @@ class Solver:
         self.iter = 0
         self.history = [updates.new_history(self.rule, p.shape, backend.get_array_module(p.data),
                                             p.data.dtype) for p in self.net.learnable_params]
-        self._apply_update_fn = apply_update
-        self.callbacks = list(callbacks)
         self._py_callbacks = []   # pycaffe add_callback pairs (on_start, on_gradients)
         self.action_fn = action_fn or (lambda: NONE)
         self.requested_early_exit = False
@@ -112,6 +112,8 @@ class Solver:
         self.netoutputs = NetOutputs(netoutputs_path, len(self.test_nets))
         self._t0 = None
         self.last_test_scores = [None] * len(self.test_nets)  # per test net: {name: mean}
+        self.sync = sync if sync is not None else LocalSync()
+        self.sync.bind(self)
 
     # -- construction --------------------------------------------------------------------------
     def _seed(self):
@@ -270,16 +272,15 @@ class Solver:
                 self.test_all()
                 if self.requested_early_exit:
                     break
-            for cb in self.callbacks:
-                getattr(cb, "on_start", _noop)(self)
             for on_start, _ in self._py_callbacks:
                 on_start()
             display = bool(p.display) and self.iter % p.display == 0
             loss = 0.0
-            for _ in range(p.iter_size):
+            for pass_ in range(p.iter_size):
+                self.sync.begin_pass(pass_ == p.iter_size - 1)
                 loss += self.forward_backward()
             loss /= p.iter_size
-            loss = self.reduce_outputs([loss], "loss")[0]
+            loss = self.sync.mean([loss], Reduction.LOSS)[0]
             if not math.isfinite(loss):
                 last = self.last_snapshot or "none taken"
                 self.log.error(f"Iteration {self.iter}, loss = {fmt(loss)}")
@@ -296,14 +297,10 @@ class Solver:
                               f"{p.display} iters")
                 timer, iterations_last = time.time(), self.iter
                 self._display_outputs()
-            for cb in self.callbacks:
-                getattr(cb, "on_gradients_ready", _noop)(self)
             for _, on_gradients in self._py_callbacks:
                 on_gradients()
-            self.apply_update()
+            self.sync.update(self)
             self.iter += 1
-            for cb in self.callbacks:
-                getattr(cb, "on_iteration_end", _noop)(self)
             request = self.action_fn()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
                 self.snapshot()
@@ -317,18 +314,10 @@ class Solver:
         """One forward/backward pass of the train net (accumulates param diffs)."""
         return float(self.net.forward_backward())
 
-    def reduce_outputs(self, values, kind="loss"):
-        """Hook: combine displayed/tested scalars across workers (identity on one worker).
-
-        ``kind`` says which values these are, so a distributed solver can route each to its own
-        reduction: "loss" (every iteration), "train_outputs" (display iterations),
-        "test_loss:<i>" and "test_outputs:<i>" (test net i)."""
-        return values
-
     def test_iterations(self, net_id: int) -> int:
-        """Forward passes for one test of net ``net_id`` (a distributed worker runs its share)."""
+        """Forward passes for one test of net ``net_id`` on this worker (``sync.test_share``)."""
         p = self.param
-        return p.test_iter[net_id] if net_id < len(p.test_iter) else 1
+        return self.sync.test_share(p.test_iter[net_id] if net_id < len(p.test_iter) else 1)
 
     def _update_smoothed_loss(self, loss, start_iter):
         n = self.param.average_loss
@@ -351,7 +340,8 @@ class Solver:
 
     def _display_outputs(self):
         outputs = self._output_values(self.net)
-        flat = self.reduce_outputs([float(v) for _, _, _, vals in outputs for v in vals], "train_outputs")
+        flat = self.sync.mean([float(v) for _, _, _, vals in outputs for v in vals],
+                              Reduction.TRAIN_OUTPUTS)
         k = 0
         for name, count, w, _ in outputs:
             for _ in range(count):
@@ -363,12 +353,6 @@ class Solver:
         self.netoutputs.add_train(self.iter, time.time() - self._t0, self.smoothed_loss, cols, flat)
 
     # -- updates -----------------------------------------------------------------------------------
-    def apply_update(self):
-        """Apply this iteration's update (the injected ``apply_update`` or the local one)."""
-        if self._apply_update_fn is not None:
-            return self._apply_update_fn(self)
-        return self.apply_update_local()
-
     def learning_rate(self) -> float:
         """lr for the current iteration (advances the multistep counter; call once per iteration)."""
         rate = self.schedule.rate(self.iter)
@@ -377,14 +361,14 @@ class Solver:
         return rate
 
     def apply_update_local(self):
-        """Caffe's SGDSolver::ApplyUpdate followed by Net::Update."""
+        """Caffe's SGDSolver::ApplyUpdate followed by Net::Update (``step.apply_step`` per param)."""
         rate = self.learning_rate()
         self.clip_gradients()
-        params = self.net.learnable_params
-        for i in range(len(params)):
-            self.compute_update_value(i, rate)
-        for blob in params:
-            blob.data -= blob.diff
+        p = self.param
+        for k, rec in enumerate(self.net.learnable):
+            apply_step(self.rule, rec.blob.data, rec.blob.diff, self.history[k], it=self.iter, lr=rate,
+                       lr_mult=rec.lr_mult, decay=p.weight_decay, decay_mult=rec.decay_mult,
+                       reg_type=p.regularization_type, scale=1.0 / p.iter_size)
 
     def clip_gradients(self):
         norm, scale = updates.clip_gradients([b.diff for b in self.net.learnable_params],
@@ -392,15 +376,6 @@ class Solver:
         if scale != 1.0:
             self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {fmt(norm)} > "
                           f"{fmt(self.param.clip_gradients)}) by scale factor {fmt(scale)}")
-
-    def compute_update_value(self, i: int, rate: float):
-        """Normalize, regularize and turn param ``i``'s diff into its step (left in the diff)."""
-        blob = self.net.learnable_params[i]
-        updates.normalize(blob.diff, self.param.iter_size)
-        local_decay = self.param.weight_decay * self.net.params_weight_decay[i]
-        updates.regularize(blob.data, blob.diff, local_decay, self.param.regularization_type)
-        self.rule.compute_update(blob.diff, self.history[i], rate * self.net.params_lr[i],
-                                 self.iter, blob.data)
 
     # -- testing -----------------------------------------------------------------------------------
     def test_all(self):
@@ -414,6 +389,7 @@ class Solver:
         p = self.param
         self.log.info(f"Iteration {self.iter}, Testing net (#{net_id})")
         net = self.test_nets[net_id]
+        self.sync.before_read()   # the test net shares the train net's arrays
         net.share_trained_layers_with(self.net)
         n_iter = self.test_iterations(net_id)
         scores, loss, outputs = None, 0.0, []
@@ -435,11 +411,11 @@ class Solver:
         if self.requested_early_exit:
             self.log.info("Test interrupted.")
             return
-        mean_loss = self.reduce_outputs([loss / max(n_iter, 1)], f"test_loss:{net_id}")[0]
+        mean_loss = self.sync.mean([loss / max(n_iter, 1)], Reduction.TEST_LOSS, net_id)[0]
         if p.test_compute_loss:
             self.log.info(f"Test loss: {fmt(mean_loss)}")
-        means = self.reduce_outputs([float(s) / n_iter for s in (scores if scores is not None else [])],
-                                    f"test_outputs:{net_id}")
+        means = self.sync.mean([float(s) / n_iter for s in (scores if scores is not None else [])],
+                               Reduction.TEST_OUTPUTS, net_id)
         k = 0
         result = {}
         for name, count, w, _ in outputs:
@@ -457,7 +433,10 @@ class Solver:
 
     # -- snapshots ---------------------------------------------------------------------------------
     def snapshot(self):
-        """Write ``<prefix>_iter_<iter>.caffemodel`` and ``.solverstate``; returns the state path."""
+        """Write ``<prefix>_iter_<iter>.caffemodel`` and ``.solverstate``; returns the state path
+        (None where ``sync.writes_files`` is False: another worker of the cluster writes them)."""
+        if not self.sync.writes_files:
+            return None
         if not self.snapshot_prefix:
             self.log.warning("Not snapshotting: no snapshot_prefix in the solver")
             return None
@@ -467,6 +446,7 @@ class Solver:
         except OSError as exc:
             raise SolverError(f"{self.where}: cannot create snapshot directory {directory}: "
                               f"{exc.strerror}", "fix snapshot_prefix") from None
+        self.sync.before_read(for_snapshot=True)
         fmt = self.param.snapshot_format
         kind = "HDF5" if fmt == caffe_pb2.SolverParameter.HDF5 else "binary proto"
         model_path = snap.snapshot_filename(self.snapshot_prefix, self.iter, snap.model_ext(fmt))
@@ -517,6 +497,3 @@ class Solver:
             step = advance_multistep(self.param, self.iter, step)
         return learning_rate(self.param, self.iter, step)
 
-
-def _noop(solver):
-    return None

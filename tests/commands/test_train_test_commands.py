@@ -242,16 +242,19 @@ def test_sighup_snapshots_and_sigint_stops(job):
     solver = job(max_iter=50)
     actions = SignalActions("stop", "snapshot").install()
     try:
-        s = get_solver(solver, solver_path=solver, action_fn=actions)
+        from poseidon_cli.solver.sync import LocalSync
         sent = []
 
-        class Sender:
-            def on_iteration_end(self, s):
-                if s.iter == 3:
+        class Sender(LocalSync):
+            """Sends the signal at the end of the update of iterations 3 and 5 (before the
+            solver asks action_fn what to do)."""
+            def update(self, s):
+                super().update(s)
+                if s.iter + 1 == 3:
                     os.kill(os.getpid(), signal.SIGHUP); sent.append("hup")
-                if s.iter == 5:
+                if s.iter + 1 == 5:
                     os.kill(os.getpid(), signal.SIGINT); sent.append("int")
-        s.callbacks.append(Sender())
+        s = get_solver(solver, solver_path=solver, action_fn=actions, sync=Sender())
         s.solve()
     finally:
         actions.uninstall()

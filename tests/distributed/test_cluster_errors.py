@@ -1,12 +1,20 @@
-"""Faults a person can act on: port in use, unreachable peer, mismatched solver, Ctrl-C."""
+"""Faults a person can act on: port in use, unreachable peer, mismatched solver, Ctrl-C, a dead
+peer named whatever the error's wording."""
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
+import pytest
+
+import inprocess
 from cluster_helpers import make_digits, write_job
+from poseidon_cli.errors import ClusterError
+from poseidon_cli.ps.store import ShardStore
 from test_cluster_processes import free_ports, poseidon, write_hosts
 
 
@@ -83,3 +91,57 @@ def test_ctrl_c_stops_every_local_client(tmp_path):
         except ProcessLookupError:
             alive = False
         assert not alive, f"client process {pid} survived Ctrl-C"
+
+
+class _Died(Exception):
+    pass
+
+
+@pytest.mark.parametrize("per_client,dead", [(1, 1), (2, 3)])
+def test_dead_peer_is_named_from_the_error_fields_whatever_the_wording(tmp_path, monkeypatch,
+                                                                       per_client, dead):
+    """Every shard error gets a wording that mentions no worker, shard or client; worker 0 still
+    names the client of the dead worker (rank r lives on client r // T) with its address."""
+    reworded = "the parameter server gave up (wording changed by the test)"
+    original = ShardStore._error
+    monkeypatch.setattr(ShardStore, "_error", lambda self, message, hint=None, lost_workers=():
+                        original(self, reworded, hint, lost_workers=lost_workers))
+    paths = make_digits(tmp_path)
+    job = write_job(tmp_path / "job", paths, batch=4, iters=20)
+    workers = inprocess.build_cluster(job, 2 * per_client, shards=2, deadline_s=10.0)
+    hosts = [SimpleNamespace(address=f"10.0.0.{k + 1}:7000") for k in range(2)]
+    for w in workers:
+        w.spec = SimpleNamespace(client_id=w.rank // per_client, workers_per_client=per_client,
+                                 worker_index=w.rank % per_client, hosts=hosts)
+    victim = workers[dead]
+
+    def die():
+        if victim.solver.iter == 3:
+            for tr in victim.client.transports:
+                tr.kill(dead)
+            raise _Died()
+
+    victim.solver.add_callback(die, lambda: None)
+    errors = {}
+
+    def run(w):
+        try:
+            w.run()
+        except BaseException as e:  # noqa: BLE001 - inspected below
+            errors[w.rank] = e
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for w in workers:
+        w.close()
+    assert isinstance(errors.get(dead), _Died)
+    err = errors[0]
+    assert isinstance(err, ClusterError), err
+    text = err.one_line()
+    assert reworded in text                      # the shard's message really was reworded
+    assert text.startswith("client 0" + (" worker 0" if per_client > 1 else "") + ": ")
+    assert "-> client 1 (10.0.0.2:7000) is gone" in text, text
+    assert err.lost_workers == (dead,)

@@ -2,21 +2,16 @@
 LocalFactorHub peers): --svb on equals --svb off, replicas stay identical, SSP bound, snapshots."""
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
 
+import inprocess
 from cluster_helpers import read_caffemodel, rel_diff
 from poseidon_cli import config
 from poseidon_cli.distributed import sfb
-from poseidon_cli.ps.updaters import SolverUpdater
-from poseidon_cli.distributed.worker import DistributedSolver
 from poseidon_cli.errors import ClusterError
 from poseidon_cli.layers.base import RunContext
-from poseidon_cli.ps.client import PSClient
-from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.local_transport import LocalTransport
 from poseidon_cli.solver.log import TrainLog
 
 # two large-ish InnerProduct layers (256 -> 512 -> 512) and a small one (512 -> 10)
@@ -73,58 +68,47 @@ def write_job(folder, paths, batch=4, solver_type="SGD", iters=20, snapshot=0):
     return str(path)
 
 
+class WorkerView:
+    """One worker as the tests below read it: its Solver's net, its PSSync's plan and exchange,
+    per-parameter names and PS bytes (from the ParamSyncs)."""
+
+    def __init__(self, solver, worker=None):
+        self.solver, self.worker = solver, worker
+        sync = solver.sync
+        self.net, self.sfb_plan, self.sfb_params = solver.net, sync.sfb_plan, sync.sfb_params
+        self.ps_names = [p.ps_name for p in sync.syncs]
+        self.setup_sfb = sync.setup_sfb
+        self.client = worker.client if worker is not None else None
+
+    @property
+    def sfb(self):
+        return self.solver.sync.sfb
+
+    @property
+    def wfbp(self):
+        syncs = self.solver.sync.syncs
+        return type("PSBytes", (), {"bytes_pushed": [p.bytes_sent for p in syncs],
+                                    "bytes_pulled": [p.bytes_received for p in syncs]})()
+
+
+def DistributedSolver(param, *, solver_path, log, context, svb, num_shards, deadline_s=30.0):
+    """A Solver with a PSSync (inprocess.make_solver), seen through a WorkerView."""
+    return WorkerView(inprocess.make_solver(param, solver_path, context.rank, context.world_size,
+                                            shards=num_shards, svb=svb, deadline_s=deadline_s))
+
+
 def train_cluster(solver_path, workers, svb, shards=2, staleness=0, resume=None, slow=None,
                   overlap=True, deadline_s=30.0):
-    """Run a whole cluster in threads; ``slow``: {worker: seconds} slept before each iteration."""
-    param = config.load_solver_param(solver_path)
-    solvers = [DistributedSolver(param, solver_path=solver_path, log=TrainLog(streams=[]),
-                                 context=RunContext(client_id=r, num_clients=workers), svb=svb,
-                                 num_shards=shards, overlap=overlap, deadline_s=deadline_s)
-               for r in range(workers)]
-    if resume:
-        for s in solvers:
-            s.restore(resume)
-    solvers[0].initial = {n: np.array(b.data, dtype=np.float64).ravel()
-                          for n, b in zip(solvers[0].ps_names, solvers[0].net.learnable_params)}
-    stores = [ShardStore(i, shards, "job", SolverUpdater(param, solvers[0].multipliers(), solvers[0].iter),
-                         deadline_s=deadline_s) for i in range(shards)]
-    clients = [PSClient([LocalTransport(st) for st in stores], "job", r, workers, solvers[r].ps_layout(),
-                        staleness=staleness, deadline_s=deadline_s, heartbeat_s=None)
-               for r in range(workers)]
-    hub = sfb.LocalFactorHub()
-    for r, s in enumerate(solvers):
-        hub.register(r, s.setup_sfb("job", hub.transport(), chunk_bytes=64 * 1024))
-        if slow and r in slow:
-            s.callbacks.append(type("Slow", (), {"on_start": lambda self, _s, d=slow[r]: time.sleep(d)})())
-    errors = []
-
-    def run(r):
-        try:
-            clients[r].connect()
-            solvers[r].attach(clients[r])
-            if r == 0:
-                solvers[r].publish_initial_state()
-            clients[r].barrier()
-            if r != 0:
-                solvers[r].install_initial_state()
-            solvers[r].wfbp.request_pulls()
-            solvers[r].solve()
-            solvers[r].wfbp.wait_all()
-            solvers[r].sfb.flush()
-            solvers[r].sfb.ensure_all(clients[r].clock_value)
-            clients[r].finish()
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append((r, e))
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for s in solvers:
-        s.sfb.close()
-    assert not errors, errors
-    return solvers
+    """Run a whole cluster in threads (inprocess.py); ``slow``: {worker: seconds} slept before
+    each iteration."""
+    ws = inprocess.build_cluster(solver_path, workers, shards=shards, staleness=staleness,
+                                 resume=resume, svb=svb, overlap=overlap, deadline_s=deadline_s,
+                                 chunk_bytes=64 * 1024, slow=slow)
+    views = [WorkerView(w.solver, w) for w in ws]
+    views[0].initial = {n: np.array(b.data, dtype=np.float64).ravel()
+                        for n, b in zip(views[0].ps_names, views[0].net.learnable_params)}
+    inprocess.run_cluster(ws)
+    return views
 
 
 @pytest.mark.parametrize("solver_type", ["SGD", "Adam"])

@@ -1,18 +1,12 @@
-"""DistributedSolver over an in-process PS (threads + LocalTransport) against one node."""
+"""Workers (Solver + PSSync) over an in-process PS (threads + LocalTransport) against one node."""
 import os
-import threading
 
 import numpy as np
 import pytest
 
 from cluster_helpers import make_digits, read_caffemodel, rel_diff, write_job
+from inprocess import train_cluster as run_workers
 from poseidon_cli import config
-from poseidon_cli.ps.updaters import SolverUpdater
-from poseidon_cli.distributed.worker import DistributedSolver
-from poseidon_cli.layers.base import RunContext
-from poseidon_cli.ps.client import PSClient
-from poseidon_cli.ps.store import ShardStore
-from poseidon_cli.ps.local_transport import LocalTransport
 from poseidon_cli.solver.log import TrainLog
 from poseidon_cli.solver.solver import Solver
 
@@ -27,47 +21,11 @@ def train_single(solver_path):
 
 
 def train_cluster(solver_path, workers, shards=2, staleness=0, stop_at=None, resume=None):
-    """Train ``workers`` DistributedSolvers in threads over ``shards`` in-process shards.
+    """Train ``workers`` Workers in threads over ``shards`` in-process shards (``inprocess.py``).
     ``stop_at``: stop after that many iterations (snapshots as configured); ``resume``: start
     every worker from this .solverstate (as ``poseidon train --snapshot`` does)."""
-    param = config.load_solver_param(solver_path)
-    if stop_at is not None:
-        param.max_iter = stop_at
-        param.snapshot_after_train = False
-    solvers = [DistributedSolver(param, solver_path=solver_path, log=TrainLog(streams=[]),
-                                 context=RunContext(client_id=r, num_clients=workers))
-               for r in range(workers)]
-    if resume:
-        for s in solvers:
-            s.restore(resume)
-    stores = [ShardStore(i, shards, "job", SolverUpdater(param, solvers[0].multipliers(), solvers[0].iter),
-                         deadline_s=30)
-              for i in range(shards)]
-    clients = [PSClient([LocalTransport(st) for st in stores], "job", r, workers, solvers[r].ps_layout(),
-                        staleness=staleness, deadline_s=30, heartbeat_s=None) for r in range(workers)]
-    errors = []
-
-    def run(r):
-        try:
-            clients[r].connect()
-            solvers[r].attach(clients[r])
-            if r == 0:
-                solvers[r].publish_initial_state()
-            clients[r].barrier()
-            solvers[r].wfbp.request_pulls()
-            solvers[r].solve()
-            solvers[r].wfbp.wait_all()
-            clients[r].finish()
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append((r, e))
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
-    return solvers
+    return run_workers(solver_path, workers, shards=shards, staleness=staleness, stop_at=stop_at,
+                       resume=resume)
 
 
 @pytest.mark.parametrize("solver_type,workers", [("SGD", 2), ("Adam", 2), ("SGD", 4), ("Adam", 4)])
@@ -86,9 +44,9 @@ def test_p_workers_equal_one_worker_of_p_times_the_batch(tmp_path, solver_type, 
     for k in ref:
         assert rel_diff(got[k], ref[k]) < 1e-4, k
     # replicas identical (all communicated params)
-    for k, blob in enumerate(workers[0].net.learnable_params):
-        if workers[0].communicated[k]:
-            np.testing.assert_array_equal(blob.data, workers[1].net.learnable_params[k].data)
+    for k, blob in enumerate(workers[0].solver.net.learnable_params):
+        if workers[0].sync.syncs[k].communicated:
+            np.testing.assert_array_equal(blob.data, workers[1].solver.net.learnable_params[k].data)
 
 
 def test_staleness_two_trains_and_finishes_every_clock(tmp_path):
@@ -102,7 +60,7 @@ def test_staleness_two_trains_and_finishes_every_clock(tmp_path):
     initial = start.last_test_scores[0]["loss"]
     workers = train_cluster(dist, workers=2, staleness=2)
     assert all(w.client.clock_value == 20 for w in workers)
-    final = workers[0].last_test_scores[0]["loss"]
+    final = workers[0].solver.last_test_scores[0]["loss"]
     assert final < initial - 0.5, (initial, final)
     assert os.path.exists(tmp_path / "dist/snap/tiny_iter_20.caffemodel")
 
@@ -112,6 +70,106 @@ def test_test_phase_averages_over_workers(tmp_path):
     paths = make_digits(tmp_path)
     dist = write_job(tmp_path / "dist", paths, batch=4, iters=10)
     workers = train_cluster(dist, workers=2)
-    a, b = (w.last_test_scores[0] for w in workers)
+    a, b = (w.solver.last_test_scores[0] for w in workers)
     assert a == b  # every worker logs the cluster-wide mean
     assert 0.0 <= a["acc"] <= 1.0
+
+
+def test_each_parameter_has_one_sync_and_only_ps_ones_travel_once_per_iteration(tmp_path):
+    """lr_mult 0 stays local (not in the PS layout, no bytes); a "ps" parameter is pushed once
+    per iteration even with iter_size 2 and pulled once per clock plus the first pull; the stats
+    file's rows are the ParamSyncs' counters."""
+    import json
+    paths = make_digits(tmp_path)
+    dist = write_job(tmp_path / "dist", paths, batch=2, iters=6)
+    net = tmp_path / "dist" / "net.prototxt"
+    net.write_text(net.read_text().replace('convolution_param {', 'param { lr_mult: 1 } param { lr_mult: 0 } '
+                                                                  'convolution_param {', 1))
+    with open(dist, "a") as fh:
+        fh.write("iter_size: 2\n")
+    workers = train_cluster(dist, workers=2)
+    for w in workers:
+        syncs = w.sync.syncs
+        assert [s.param for s in syncs] == list(w.solver.net.learnable)
+        assert [(s.ps_name, s.scheme) for s in syncs] == [("conv1/0", "ps"), ("conv1/1", "local"),
+                                                         ("ip1/0", "ps"), ("ip1/1", "ps")]
+        names = [entry[0] for entry in w.sync.ps_layout()]
+        assert "conv1/1" not in names and {"conv1/0", "ip1/0", "ip1/1"} <= set(names)
+        for s in syncs:
+            nbytes = s.param.blob.count * 4
+            assert s.bytes_sent == (6 * nbytes if s.scheme == "ps" else 0), s.ps_name
+            assert s.bytes_received == (7 * nbytes if s.scheme == "ps" else 0), s.ps_name
+    path = str(tmp_path / "stats.json")
+    workers[1].write_stats(path)
+    doc = json.loads(open(path).read())
+    assert doc["params"] == [s.row() for s in workers[1].sync.syncs]
+    assert doc["params"][1] == {"param": "conv1/1", "communicated": False, "scheme": "local",
+                                "bytes_sent": 0, "bytes_received": 0}
+    assert len(doc["iterations"]) == 6
+
+
+def test_wait_free_backprop_pushes_each_gradient_after_its_lowest_users_backward():
+    """Each "ps" gradient is pushed from the backward hook of the lowest layer using it (top
+    layers first, only on the last iter_size pass); --no-overlap pushes everything afterwards;
+    before a layer's forward its pulled values are installed, "local" ones never travel."""
+    import concurrent.futures as cf
+
+    from google.protobuf import text_format
+
+    from poseidon_cli._proto import caffe_pb2
+    from poseidon_cli.distributed.param_sync import param_syncs
+    from poseidon_cli.distributed.wfbp import WaitFreeBackprop
+    from poseidon_cli.net import Net
+
+    text = '''
+    layer { name: "data" type: "Input" top: "x" top: "t"
+            input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 2 } } }
+    layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h" param { lr_mult: 1 } param { lr_mult: 0 }
+            inner_product_param { num_output: 4 weight_filler { type: "gaussian" } } }
+    layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"
+            inner_product_param { num_output: 2 weight_filler { type: "gaussian" } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "l" }'''
+
+    class FakeClient:
+        staleness, clock_value = 0, 0
+
+        def __init__(self):
+            self.events = []
+
+        def push(self, name, grad, copy=True):
+            self.events.append(("push", name, layer[0]))
+            f = cf.Future()
+            f.set_result(None)
+            return f
+
+        def pull(self, name, min_clock=0):
+            f = cf.Future()
+            f.set_result(np.full(shapes[name], 7.0, dtype=np.float32))
+            return f
+
+    for overlap in (True, False):
+        net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), seed=1)
+        shapes = {r.name: r.blob.shape for r in net.learnable}
+        layer = [None]
+        net.add_after_backward(lambda li: layer.__setitem__(0, net.layer_names[li]))
+        client = FakeClient()
+        syncs = param_syncs(net)
+        wfbp = WaitFreeBackprop(net, client, syncs, overlap=overlap, iter_size=2)
+        net.blobs["x"].data[...] = 1.0
+        wfbp.begin_pass(False)
+        net.forward_backward()
+        assert client.events == []                  # not the last pass: nothing pushed
+        wfbp.begin_pass(True)
+        net.forward_backward()
+        layer[0] = "after backward"
+        wfbp.push_remaining()
+        want = [("ip2/0", "ip2"), ("ip2/1", "ip2"), ("ip1/0", "ip1")]
+        if not overlap:
+            want = [(n, "after backward") for n in ("ip1/0", "ip2/0", "ip2/1")]
+        assert [(n, li) for _, n, li in client.events] == want
+        assert [s.bytes_sent for s in syncs] == [12 * 4, 0, 8 * 4, 2 * 4]
+        wfbp.end_iteration()
+        wfbp.request_pulls()
+        net.forward_prefilled()
+        assert all(np.all(r.blob.data == 7.0) for r in net.learnable if r.name != "ip1/1")
+        assert not np.any(net.learnable[1].blob.data == 7.0)   # lr_mult 0: local, never pulled

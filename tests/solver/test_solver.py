@@ -256,22 +256,36 @@ def test_action_stop_and_snapshot(kit, ls_data, tmp_path):
     assert any(l.endswith("Optimization stopped early.") for l in q.lines())
 
 
-def test_apply_update_hook_and_callbacks(kit, ls_data):
+def test_sync_is_called_at_caffes_points_and_replaces_the_update(kit, ls_data):
+    """A Sync sees each of the iter_size passes (the last flagged), the loss reduction, then the
+    update instead of the local one; pycaffe's callbacks keep their places around them."""
+    from poseidon_cli.solver.sync import LocalSync, Reduction
     X, Y = ls_data
     seen = []
 
-    class CB:
-        def on_start(self, s): seen.append(("start", s.iter))
-        def on_gradients_ready(self, s): seen.append(("grads", s.iter))
-        def on_iteration_end(self, s): seen.append(("end", s.iter))
+    class Recording(LocalSync):
+        def bind(self, solver): seen.append(("bind", solver.iter))
+        def begin_pass(self, last): seen.append(("pass", last))
+        def mean(self, values, what, net_id=0):
+            seen.append(("mean", what))
+            return [2 * v for v in values]          # what the solver logs is what mean returned
+        def update(self, solver): seen.append(("update", solver.iter))
 
-    s, _ = make(kit, X, Y, iters=2, apply_update=lambda s: seen.append(("update", s.iter)),
-                callbacks=[CB()])
+    s, q = make(kit, X, Y, iters=2, extra="iter_size: 2", sync=Recording())
+    s.add_callback(lambda: seen.append(("start", s.iter)), lambda: seen.append(("grads", s.iter)))
     w0 = s.net.params["ip"][0].data.copy()
+    plain, q_plain = make(kit, X, Y, iters=2, extra="iter_size: 2")
     s.step(2)
-    assert seen == [("start", 0), ("grads", 0), ("update", 0), ("end", 1),
-                    ("start", 1), ("grads", 1), ("update", 1), ("end", 2)]
-    np.testing.assert_array_equal(s.net.params["ip"][0].data, w0)  # the hook replaced the update
+    plain.step(2)
+    it = [("start", 0), ("pass", False), ("pass", True), ("mean", Reduction.LOSS),
+          ("mean", Reduction.TRAIN_OUTPUTS), ("grads", 0), ("update", 0)]
+    assert seen == [("bind", 0)] + it + [(e[0], 1) if e[0] in ("start", "grads", "update") else e
+                                         for e in it]
+    np.testing.assert_array_equal(s.net.params["ip"][0].data, w0)  # the sync replaced the update
+    # same weights and data at iteration 0: the logged loss is the reduced one, 2x the local loss
+    loss0 = lambda lines: float(next(l for l in lines if "Iteration 0, loss = " in l).rsplit("= ", 1)[1])
+    assert loss0(q_plain.lines()) > 0
+    assert loss0(q.lines()) == pytest.approx(2 * loss0(q_plain.lines()), rel=1e-5)
 
 
 @pytest.mark.gpu
