@@ -700,12 +700,12 @@ class Net(PycaffeNetMembers):
         """Learnable param ``k``'s gradient is formed outside the net (sufficient-factor
         broadcasting): no layer computes its diff (``param_propagate_down`` off for every blob
         that is it) and ``clear_param_diffs`` leaves it alone (``params_without_diff``)."""
-        owner = self.learnable_params[k]
-        for li, layer in enumerate(self.layers):
-            if k in self.layer_learnable_params[li]:
-                for pi, blob in enumerate(layer.blobs):
-                    if blob is owner or blob.data is owner.data:
-                        layer.param_propagate_down[pi] = False
+        rec = self.learnable[k]
+        for li in rec.readers:
+            layer = self.layers[li]
+            for pi, blob in enumerate(layer.blobs):
+                if blob is rec.blob or blob.data is rec.blob.data:
+                    layer.param_propagate_down[pi] = False
         self.params_without_diff = frozenset(self.params_without_diff) | {k}
 
     def __repr__(self):

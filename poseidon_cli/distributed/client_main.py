@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from .. import backend, config
-from ..errors import ClusterError, PoseidonError
+from ..errors import ClusterError
 from ..solver.log import TrainLog
 from . import directory, sfb
 from .procs import Supervisor
@@ -67,27 +66,29 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
     from ..ps.updaters import SolverUpdater
-    from .worker import DistributedSolver
+    from ..solver.solver import Solver
+    from .ps_sync import PSSync
+    from .worker import Worker
 
     if spec.client_id is None:
         raise ClusterError(f"{spec.hosts_path}: cannot tell which line is this machine",
                            "pass --client-id K")
     xp = xp if xp is not None else backend.use_cpu()
     k, t, T = spec.client_id, spec.worker_index, spec.workers_per_client
-    run_dir = spec.run_dir or spec.output_dir or os.path.dirname(os.path.abspath(spec.solver))
-    spec = spec.replace(run_dir=run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    spec = spec.replace(run_dir=spec.run_dir or spec.output_dir or
+                        os.path.dirname(os.path.abspath(spec.solver)))
+    os.makedirs(spec.run_dir, exist_ok=True)
     param = config.load_solver_param(spec.solver)
     log = TrainLog(streams=[sys.stdout])
     with Supervisor() as helpers:
-        if t == 0:
+        if t == 0:   # started first, so the other workers build their nets meanwhile
             for u in range(1, T):
                 helpers.start(f"worker {u} of client {k}", spec.child_argv(k, u),
-                              os.path.join(run_dir, f"client_{k}.worker_{u}.log"))
-        solver = DistributedSolver(param, solver_path=spec.solver, context=spec.context, xp=xp,
-                                   log=log, netoutputs_path=_netoutputs_path(spec, param),
-                                   overlap=spec.overlap, deadline_s=spec.deadline_s, svb=spec.svb,
-                                   num_shards=spec.num_clients)
+                              os.path.join(spec.run_dir, f"client_{k}.worker_{u}.log"))
+        sync = PSSync(overlap=spec.overlap, deadline_s=spec.deadline_s, svb=spec.svb,
+                      num_shards=spec.num_clients)
+        solver = Solver(param, solver_path=spec.solver, context=spec.context, xp=xp, log=log,
+                        netoutputs_path=_netoutputs_path(spec, param), sync=sync)
         if spec.weights:
             solver.copy_weights(spec.weights)
         if spec.snapshot:
@@ -96,18 +97,16 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                  f": shard at {spec.me.address}, staleness {spec.staleness}, "
                  f"{'wait-free backprop' if spec.overlap else 'no overlap'}")
         if spec.rank == 0:
-            for line in solver.decision_table():
+            for line in sync.decision_table():
                 log.info(line)
 
-        server = factors = sfb_server = None
-        client = None
-        t_start = time.time()
+        servers, factors = [], None
+        if sync.sfb_params:
+            factors = sync.setup_sfb(spec.job_id, sfb.GrpcFactorTransport(peer_addresses(spec)))
         try:
-            if solver.sfb_params:
-                factors = solver.setup_sfb(spec.job_id, sfb.GrpcFactorTransport(peer_addresses(spec)))
             if t == 0:
                 store = ShardStore(k, spec.num_clients, spec.job_id,
-                                   SolverUpdater(param, solver.multipliers(), solver.iter),
+                                   SolverUpdater(param, sync.multipliers(), solver.iter),
                                    deadline_s=spec.deadline_s,
                                    heartbeat_timeout_s=min(spec.deadline_s, 15.0))
                 server = ShardServer(store, host=spec.me.ip, port=spec.me.port)
@@ -116,61 +115,28 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                 if T > 1:
                     server.add_generic_handlers([directory.WorkerDirectory(spec.job_id).handler()])
                 server.start()
-            elif factors is not None:
-                sfb_server, sfb_port = sfb.serve_factors(factors, spec.me.ip)
-                directory.register_worker(spec.me.address, spec.job_id, t, sfb_port, spec.deadline_s)
+                servers.append(server)
+            elif factors is not None:   # a port of its own, announced through worker 0
+                factor_server, port = sfb.serve_factors(factors, spec.me.ip)
+                servers.append(factor_server)
+                directory.register_worker(spec.me.address, spec.job_id, t, port, spec.deadline_s)
             # control over gRPC, tensors over each shard's plain-TCP data plane (ps/README.md)
             transports = [make_transport(h.address, i, spec.job_id) for i, h in enumerate(spec.hosts)]
             client = PSClient(transports, spec.job_id, worker_id=spec.rank,
-                              num_workers=spec.world_size, params=solver.ps_layout(),
+                              num_workers=spec.world_size, params=sync.ps_layout(),
                               staleness=spec.staleness, deadline_s=spec.deadline_s,
-                              connect_timeout_s=spec.deadline_s)
-            _life_cycle(solver, client, factors, spec)
-            helpers.wait_all(spec.deadline_s + HELPER_MARGIN_S)
+                              connect_timeout_s=spec.deadline_s, job_config=sync.job_config())
+            worker = Worker(solver, client, factors=factors, spec=spec)
+            try:
+                worker.run()
+                helpers.wait_all(spec.deadline_s + HELPER_MARGIN_S)
+            finally:
+                worker.close()
+                helpers.stop(grace_s=10.0)
+                worker.write_stats(_stats_path(spec))
         finally:
-            helpers.stop(grace_s=10.0)
-            _write_stats(_stats_path(spec), solver, spec, time.time() - t_start)
-            if server is not None:
+            for server in servers:
                 server.stop(grace=1.0)
-            if sfb_server is not None:
-                sfb_server.stop(grace=1.0)
             if factors is not None:
                 factors.close()
     return 0
-
-
-def _life_cycle(solver, client, factors, spec):
-    """Until the Worker class lands: the start-up/shutdown sequence of one worker."""
-    from .worker import _lost_client
-
-    k, T = spec.client_id, spec.workers_per_client
-    try:
-        client.connect()
-        solver.attach(client)
-        if spec.rank == 0:
-            solver.publish_initial_state()
-        client.barrier()
-        if spec.rank != 0:
-            solver.install_initial_state()
-        solver.wfbp.request_pulls()
-        solver.solve()
-        solver.wfbp.wait_all()
-        if factors is not None:
-            factors.flush()  # every peer has our last factors before anyone leaves
-        client.finish()
-    except ClusterError as exc:
-        client.close()
-        lost = _lost_client(str(exc), spec.hosts, k) if T == 1 else None
-        raise ClusterError(f"client {k}" + (f" worker {spec.worker_index}" if T > 1 else "") +
-                           f": {exc.one_line()}" +
-                           (f" -> client {lost} ({spec.hosts[lost].address}) is gone"
-                            if lost is not None else ""),
-                           "the last snapshot stays valid; restart the cluster with --snapshot") from None
-    except PoseidonError:
-        client.close()
-        raise
-
-
-def _write_stats(path, solver, spec, wall_s):
-    from .worker import _write_stats as write
-    write(path, solver, spec.client_id, spec.num_clients, spec.staleness, wall_s)
