@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from poseidon_cli import backend, config
-from poseidon_cli.layers.base import TRAIN
+from poseidon_cli.context import TRAIN
 from poseidon_cli.net import Net
 from poseidon_cli.ops import threads
 from poseidon_cli.timing import fill_inputs, substitute_data_layers

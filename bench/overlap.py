@@ -42,7 +42,6 @@ times drift; compare the ratios of one run.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import pathlib
@@ -115,43 +114,43 @@ def role_comm(args):
     import numpy as np
 
     from poseidon_cli import config
+    from poseidon_cli.context import RunContext
     from poseidon_cli.distributed.hosts import parse_hosts
-    from poseidon_cli.ps.updaters import SolverUpdater
-    from poseidon_cli.distributed.worker import DistributedSolver, _job_id
-    from poseidon_cli.layers.base import RunContext
+    from poseidon_cli.distributed.ps_sync import PSSync
+    from poseidon_cli.distributed.spec import ClusterSpec
     from poseidon_cli.ps.client import PSClient
     from poseidon_cli.ps.grpc_transport import GrpcTransport
     from poseidon_cli.ps.server import ShardServer
     from poseidon_cli.ps.store import ShardStore
+    from poseidon_cli.ps.updaters import SolverUpdater
     from poseidon_cli.solver.log import TrainLog
+    from poseidon_cli.solver.solver import Solver
 
     hosts = parse_hosts(args.hosts)
     k, n = args.client_id, len(hosts)
     param = config.load_solver_param(args.solver)
-    # The real layout and multipliers (same code path as run_client); its net is built but not run.
-    kw = {}
-    if "svb" in inspect.signature(DistributedSolver.__init__).parameters:
-        kw = {"svb": "off", "num_shards": n}  # every weight through the PS, as the train runs here
-    ds = DistributedSolver(param, solver_path=args.solver, context=RunContext(client_id=k, num_clients=n),
-                           log=TrainLog(streams=[]), **kw)
-    job = _job_id(args.hosts)
-    store = ShardStore(k, n, job, SolverUpdater(param, ds.multipliers(), 0), deadline_s=60.0,
+    # The real layout and multipliers (same code path as a client); its net is built but not run.
+    sync = PSSync(svb="off", num_shards=n)   # every weight through the PS, as the train runs here
+    Solver(param, solver_path=args.solver, context=RunContext(client_id=k, num_clients=n),
+           log=TrainLog(streams=[]), sync=sync)
+    job = ClusterSpec.from_cli({"hosts": args.hosts, "solver": args.solver, "client_id": k}).job_id
+    store = ShardStore(k, n, job, SolverUpdater(param, sync.multipliers(), 0), deadline_s=60.0,
                        heartbeat_timeout_s=15.0)
     server = ShardServer(store, host=hosts[k].ip, port=hosts[k].port)
     server.start()
     trs = [GrpcTransport(h.address, i, job, channels=2) for i, h in enumerate(hosts)]
-    client = PSClient(trs, job, worker_id=k, num_workers=n, params=ds.ps_layout(), staleness=0,
-                      deadline_s=60.0, connect_timeout_s=60.0)
-    names = [ds.ps_names[i] for i in range(len(ds.ps_names)) if ds.communicated[i]]
-    blobs = [ds.net.learnable_params[i] for i in range(len(ds.ps_names)) if ds.communicated[i]]
+    client = PSClient(trs, job, worker_id=k, num_workers=n, params=sync.ps_layout(), staleness=0,
+                      deadline_s=60.0, connect_timeout_s=60.0, job_config=sync.job_config())
+    names = [s.ps_name for s in sync.syncs if s.scheme == "ps"]
+    blobs = [s.param.blob for s in sync.syncs if s.scheme == "ps"]
     rng = np.random.default_rng(k)
     grads = [rng.standard_normal(b.shape).astype(np.float32) * 1e-3 for b in blobs]
     times = []
     try:
         client.connect()
         if k == 0:
-            ds.client = client
-            ds.publish_initial_state()
+            sync.client = client
+            sync.publish_initial_state()
         client.barrier()
         for _ in range(args.iters):
             t0 = time.perf_counter()
