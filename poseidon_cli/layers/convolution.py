@@ -110,7 +110,8 @@ class _ConvBase(Layer):
     def _bias_len(self):
         return self.O
 
-    def _out_hw(self, H, W):
+    def _out_hw(self, H, W, shape):
+        """(Ho, Wo) for an H x W bottom (``shape`` names it in errors)."""
         raise NotImplementedError
 
     def reshape(self, bottom, top):
@@ -159,12 +160,10 @@ class ConvolutionLayer(_ConvBase):
         return (self.O, C // self.group) + self.kernel
 
     def _out_hw(self, H, W, shape):
-        out = []
-        for size, k, pd, s, d in zip((H, W), self.kernel, self.pad, self.stride, self.dilation):
-            k_eff = d * (k - 1) + 1
-            if size + 2 * pd < k_eff:
-                raise self.error(f"kernel {self.kernel} (dilation {self.dilation}) is larger "
-                                 f"than the padded input: bottom shape {shape}, pad {self.pad}")
-            out.append((size + 2 * pd - k_eff) // s + 1)
-        return tuple(out)
+        try:   # the output-size rule lives with the op (ops/conv.py)
+            return tuple(conv_ops.conv_out_size(size, k, pd, s, d) for size, k, pd, s, d in
+                         zip((H, W), self.kernel, self.pad, self.stride, self.dilation))
+        except ValueError:
+            raise self.error(f"kernel {self.kernel} (dilation {self.dilation}) is larger "
+                             f"than the padded input: bottom shape {shape}, pad {self.pad}") from None
 

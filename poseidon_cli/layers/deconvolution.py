@@ -20,14 +20,12 @@ class DeconvolutionLayer(_ConvBase):
         return (C, self.O // self.group) + self.kernel
 
     def _out_hw(self, H, W, shape):
-        out = []
-        for size, k, pd, s, d in zip((H, W), self.kernel, self.pad, self.stride, self.dilation):
-            o = s * (size - 1) + d * (k - 1) + 1 - 2 * pd
-            if o < 1:
-                raise self.error(f"output would be empty: bottom shape {shape}, kernel "
-                                 f"{self.kernel}, stride {self.stride}, pad {self.pad}")
-            out.append(o)
-        return tuple(out)
+        try:   # the output-size rule lives with the op (ops/conv.py)
+            return tuple(conv_ops.deconv_out_size(size, k, pd, s, d) for size, k, pd, s, d in
+                         zip((H, W), self.kernel, self.pad, self.stride, self.dilation))
+        except ValueError:
+            raise self.error(f"output would be empty: bottom shape {shape}, kernel "
+                             f"{self.kernel}, stride {self.stride}, pad {self.pad}") from None
 
     _forward_op = staticmethod(conv_ops.deconv2d_forward)
     _backward_op = staticmethod(conv_ops.deconv2d_backward)
