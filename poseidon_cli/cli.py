@@ -64,7 +64,7 @@ def _device_options(fn):
               help="This machine's line in the hosts file (default: from MPI/Slurm/Kubernetes env, or local address).")
 @click.option("--staleness", type=int, default=None, help="SSP staleness bound (default 0 = bulk synchronous).")
 @click.option("--svb", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Sufficient-factor broadcasting for InnerProduct weights.")
+              help="Sufficient-factor broadcasting for InnerProduct weights (Poseidon's flag name: SVB).")
 @_device_options
 @click.option("--snapshot", default=None, type=click.Path(dir_okay=False),
               help="Resume from this .solverstate.")

@@ -9,6 +9,10 @@ Positions: client ``client_id`` of ``num_clients`` (hosts-file lines), worker ``
 ``workers_per_client`` (T, one per GPU id) inside it; PS worker ``rank = client_id * T +
 worker_index`` of ``world_size``. ``client_id`` is None for a process that is no client (the local
 launcher of a loopback hosts file).
+
+Words: a *client* is one hosts-file line, the machine it names and the worker processes that run
+there (worker 0 also serves the client's PS shard); a ``PSClient`` is one worker's connection to
+every shard; ``client_main.run_client`` runs one worker process of a client.
 """
 from __future__ import annotations
 

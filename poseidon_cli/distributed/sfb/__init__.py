@@ -10,6 +10,9 @@ Three parts, each in a file of its own:
   :class:`GrpcFactorTransport` over gRPC), the server side (:func:`grpc_handler`,
   :func:`serve_factors`).
 
+The flag is ``--svb`` (Poseidon's name, "sufficient vector broadcasting"); the code says SFB, the
+papers' name for the same thing.
+
 Where worker t >= 1 of a client listens is kept by ``distributed/directory.py``, which is not about
 SFB. The cost model is the one of the Poseidon paper (Zhang et al., USENIX ATC 2017, Table 1).
 """
