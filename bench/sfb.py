@@ -8,8 +8,8 @@ mode (off, on, auto). For each mode it reports, per node and iteration:
 * measured link bytes (tx + rx of the node's eth0, from the kernel), taken as the difference
   between a run of ``--warm`` iterations and one of ``--warm + --iters`` iterations, so start-up
   traffic (initial weights, registration) cancels out;
-* the analytic bytes of the cost model (distributed/sfb/plan.py: PS 2·M·N·(P1+P2-2)/P2, SFB 2·K·(P1-1)·(M+N) values
-  per layer, biases on the PS) and measured / model;
+* the analytic bytes of the cost model (distributed/sfb/plan.py: PS 2·M·N·(P1+P2-2)/P2, SFB
+  2·K·(P1-1)·(M+N) values per layer, biases on the PS) and measured / model;
 * the mean iteration time of the long run (wall time from one update to the next, the first
   iteration left out), the speed-up over ``off``, and the CPU seconds per iteration of each client
   process (all its threads: worker, PS shard, transports) with, for SFB layers, the part spent

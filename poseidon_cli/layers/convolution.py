@@ -110,9 +110,20 @@ class _ConvBase(Layer):
     def _bias_len(self):
         return self.O
 
+    #: ops/conv's output length of one axis: ``f(size, kernel, pad, stride, dilation)``
+    _out_size = staticmethod(conv_ops.conv_out_size)
+
+    def _no_output(self, shape) -> str:
+        return (f"kernel {self.kernel} (dilation {self.dilation}) is larger than the padded "
+                f"input: bottom shape {shape}, pad {self.pad}")
+
     def _out_hw(self, H, W, shape):
-        """(Ho, Wo) for an H x W bottom (``shape`` names it in errors)."""
-        raise NotImplementedError
+        """(Ho, Wo) for an H x W bottom; the size rule lives with the op (ops/conv.py)."""
+        try:
+            return tuple(self._out_size(size, k, pd, s, d) for size, k, pd, s, d in
+                         zip((H, W), self.kernel, self.pad, self.stride, self.dilation))
+        except ValueError:
+            raise self.error(self._no_output(shape)) from None
 
     def reshape(self, bottom, top):
         for i, (b, t) in enumerate(zip(bottom, top)):
@@ -158,12 +169,3 @@ class ConvolutionLayer(_ConvBase):
 
     def _weight_shape(self, C):
         return (self.O, C // self.group) + self.kernel
-
-    def _out_hw(self, H, W, shape):
-        try:   # the output-size rule lives with the op (ops/conv.py)
-            return tuple(conv_ops.conv_out_size(size, k, pd, s, d) for size, k, pd, s, d in
-                         zip((H, W), self.kernel, self.pad, self.stride, self.dilation))
-        except ValueError:
-            raise self.error(f"kernel {self.kernel} (dilation {self.dilation}) is larger "
-                             f"than the padded input: bottom shape {shape}, pad {self.pad}") from None
-

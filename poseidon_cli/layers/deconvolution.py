@@ -19,13 +19,11 @@ class DeconvolutionLayer(_ConvBase):
     def _weight_shape(self, C):
         return (C, self.O // self.group) + self.kernel
 
-    def _out_hw(self, H, W, shape):
-        try:   # the output-size rule lives with the op (ops/conv.py)
-            return tuple(conv_ops.deconv_out_size(size, k, pd, s, d) for size, k, pd, s, d in
-                         zip((H, W), self.kernel, self.pad, self.stride, self.dilation))
-        except ValueError:
-            raise self.error(f"output would be empty: bottom shape {shape}, kernel "
-                             f"{self.kernel}, stride {self.stride}, pad {self.pad}") from None
+    _out_size = staticmethod(conv_ops.deconv_out_size)
+
+    def _no_output(self, shape) -> str:
+        return (f"output would be empty: bottom shape {shape}, kernel {self.kernel}, "
+                f"stride {self.stride}, pad {self.pad}")
 
     _forward_op = staticmethod(conv_ops.deconv2d_forward)
     _backward_op = staticmethod(conv_ops.deconv2d_backward)
