@@ -75,9 +75,8 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                            "pass --client-id K")
     xp = xp if xp is not None else backend.use_cpu()
     k, t, T = spec.client_id, spec.worker_index, spec.workers_per_client
-    spec = spec.replace(run_dir=spec.run_dir or spec.output_dir or
-                        os.path.dirname(os.path.abspath(spec.solver)))
-    os.makedirs(spec.run_dir, exist_ok=True)
+    if spec.run_dir is None:   # one rule for the folder, the command's (commands/common.run_dir)
+        raise ValueError("run_client needs spec.run_dir resolved")
     param = config.load_solver_param(spec.solver)
     log = TrainLog(streams=[sys.stdout])
     with Supervisor() as helpers:
