@@ -1,16 +1,25 @@
 """The Caffe update step exists once (issue 12): ``solver/step.py: apply_step``.
 
 Part 1 checks ``apply_step`` itself against per-element scalar math written out here from Caffe's
-formulas (caffe-semantics.md), including the ``scale`` (1/iter_size) factor, lr_mult/decay_mult and
-L1, and that stepping a tensor in row blocks gives exactly the whole-tensor result.
+formulas, including the ``scale`` (1/iter_size) factor, lr_mult/decay_mult and L1, and that
+stepping a tensor in row blocks gives exactly the whole-tensor result. Part 2 runs every path that
+changes weights on the same gradients and demands bit-identical parameters and history.
 """
+import io
 import math
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 from poseidon_cli._proto import caffe_pb2
+from poseidon_cli.ps.keys import Layout
+from poseidon_cli.ps.protocol import PROTOCOL_VERSION
+from poseidon_cli.ps.store import ShardStore
+from poseidon_cli.ps.updaters import SolverUpdater
 from poseidon_cli.solver import updates as U
+from poseidon_cli.solver.log import TrainLog
+from poseidon_cli.solver.solver import Solver
 from poseidon_cli.solver.step import apply_step, history_slot
 
 RULES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
@@ -130,15 +139,6 @@ def test_row_blocks_give_the_whole_tensor_result_bit_for_bit(kind):
 # and ``history[k][j]`` (all float32 ndarrays of the param's shape). To add a path, write such a
 # function and append it to PATHS.
 
-from google.protobuf import text_format  # noqa: E402
-
-from poseidon_cli.ps.keys import Layout  # noqa: E402
-from poseidon_cli.ps.protocol import PROTOCOL_VERSION  # noqa: E402
-from poseidon_cli.ps.store import ShardStore  # noqa: E402
-from poseidon_cli.ps.updaters import SolverUpdater  # noqa: E402
-from poseidon_cli.solver.log import TrainLog  # noqa: E402
-from poseidon_cli.solver.solver import Solver  # noqa: E402
-
 NET = """
 name: "step_once"
 layer { name: "in" type: "Input" top: "data" top: "targets"
@@ -163,7 +163,6 @@ def full_param(kind, reg="L2", policy="step"):
 
 def single_node(param, start, grads):
     """The reference: the Solver's own update, one iteration per gradient."""
-    import io
     solver = Solver(param, xp=np, log=TrainLog([io.StringIO()], progress=False))
     for blob, (_, data0, _, _) in zip(solver.net.learnable_params, start):
         blob.data[...] = data0
@@ -215,7 +214,6 @@ PATHS = [parameter_server]
 
 def start_and_grads(param, seed=3):
     """Initial values and multipliers of the net's learnable params, and ITERS gradients each."""
-    import io
     net = Solver(param, xp=np, log=TrainLog([io.StringIO()], progress=False)).net
     rng = np.random.default_rng(seed)
     start = [(f"ip.{k}", b.data.copy(), net.params_lr[k], net.params_weight_decay[k])

@@ -1,7 +1,9 @@
-"""Caffe's update rules as pure array functions (no Net, no Blob): shared by the Solver and the
-parameter server.
+"""Caffe's update rules as pure array functions (no Net, no Blob): shared by the Solver, the
+parameter server and sufficient-factor broadcasting through ``step.apply_step``, the one place that
+strings them together.
 
-Per learnable parameter, one iteration of Caffe's ``ApplyUpdate`` is::
+Per learnable parameter, one iteration of Caffe's ``ApplyUpdate`` is (all but the clipping, with
+the normalization as a ``scale``, are :func:`~poseidon_cli.solver.step.apply_step`)::
 
     scale = clip_gradients(all_diffs, clip)            # global L2 norm over every param, optional
     normalize(diff, iter_size)                          # diff /= iter_size
@@ -74,8 +76,11 @@ class SGD(UpdateRule):
 
     def compute_update(self, diff, history, local_rate, it, data=None):
         v = history[0]
+        # r * g in place rather than into a temporary: the same products, and no fresh array per
+        # call (a shard steps every 1 MiB chunk separately; the allocation cost more than the math)
+        diff *= local_rate
         v *= self.momentum
-        v += local_rate * diff
+        v += diff
         diff[...] = v
 
 
