@@ -62,7 +62,7 @@ class Worker:
     ``ClusterError`` on the way is re-raised naming this worker and, from the error's
     ``lost_workers`` / ``shard`` fields, the client that is gone. :meth:`close` always releases
     the client and the factor exchange (also after an unexpected exception); call it in a
-    ``finally``.
+    ``finally`` or use the Worker as a context manager.
     """
 
     def __init__(self, solver, client, *, factors=None, spec=None):
@@ -103,6 +103,13 @@ class Worker:
             self.factors.ensure_all(client.clock_value)
         client.finish()
         self._finished = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     def close(self) -> None:
         if not self._finished:

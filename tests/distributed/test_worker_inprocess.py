@@ -173,3 +173,38 @@ def test_wait_free_backprop_pushes_each_gradient_after_its_lowest_users_backward
         net.forward_prefilled()
         assert all(np.all(r.blob.data == 7.0) for r in net.learnable if r.name != "ip1/1")
         assert not np.any(net.learnable[1].blob.data == 7.0)   # lr_mult 0: local, never pulled
+
+
+def test_reductions_use_their_stat_tensors_and_the_loss_only_on_display_iterations(tmp_path):
+    """PSSync.mean: each Reduction (per test net for the TEST ones) has a STAT tensor of its own
+    in the layout; the loss is averaged only on display iterations; a worker runs
+    ceil(test_iter / P) test passes and only worker 0 writes files."""
+    from inprocess import make_solver
+    from poseidon_cli.ps.keys import STAT
+    from poseidon_cli.solver.sync import Reduction
+
+    paths = make_digits(tmp_path)
+    job = write_job(tmp_path / "job", paths, batch=4, iters=20)       # display 5, test_iter 4
+    s = make_solver(config.load_solver_param(job), job, 1, 3)
+    calls = []
+
+    class FakeClient:
+        def mean_over_workers(self, name, values):
+            calls.append((name, list(values)))
+            return np.asarray(values, dtype=np.float64) * 10
+
+    s.sync.client = FakeClient()
+    s.iter = 3
+    assert s.sync.mean([1.5], Reduction.LOSS) == [1.5] and calls == []
+    s.iter = 5
+    assert s.sync.mean([1.5], Reduction.LOSS) == [15.0]
+    assert s.sync.mean([1.0], Reduction.TRAIN_OUTPUTS) == [10.0]
+    assert s.sync.mean([2.0], Reduction.TEST_LOSS, 0) == [20.0]
+    assert s.sync.mean([0.5, 3.0], Reduction.TEST_OUTPUTS, 0) == [5.0, 30.0]
+    names = [n for n, _ in calls]
+    assert len(set(names)) == 4
+    layout = {entry[0]: entry for entry in s.sync.ps_layout()}
+    assert all(layout[n][3] == STAT for n in names)
+    assert [layout[n][1] for n in names] == [(1,), (1,), (1,), (2,)]   # loss; loss; loss; acc + loss
+    assert s.test_iterations(0) == 2                                    # ceil(4 / 3)
+    assert not s.sync.writes_files and s.snapshot() is None
