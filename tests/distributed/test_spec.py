@@ -64,3 +64,17 @@ def test_child_argv_round_trips_and_forwards_only_what_children_use(hosts, tmp_p
     assert child == launcher.replace(client_id=1, worker_index=1, output_dir=str(tmp_path / "run"),
                                      run_dir=None)
     assert "--worker-index" not in launcher.child_argv(0, 0)
+
+
+def test_launcher_depends_on_spec_and_procs_only():
+    """launch -> spec <- client_main: the launcher knows nothing of workers or the engine."""
+    import ast
+    import pathlib
+
+    import poseidon_cli.distributed.launch as launch
+
+    tree = ast.parse(pathlib.Path(launch.__file__).read_text())
+    local = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+    absolute = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert local == {"spec", "procs"}
+    assert not any(name.startswith("poseidon_cli") for name in absolute)
