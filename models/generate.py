@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # lr/decay multipliers Caffe's reference nets give weights and biases
 WB = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+WB_CAFFE = [dict(lr_mult=1), dict(lr_mult=2)]  # how the MNIST / CIFAR-10 examples write it
 FROZEN3 = [dict(lr_mult=0, decay_mult=0)] * 3  # BatchNorm's mean, variance, moving-average factor
 
 
@@ -44,21 +45,21 @@ def const(v):
 
 # ---- data and heads shared by every model -----------------------------------------------------
 
-def data_layer(phase, source, batch, transform):
-    return L.Data(name="data", source=source, batch_size=batch, backend=P.Data.LMDB,
+def data_layer(phase, source, batch, transform, name="data"):
+    return L.Data(name=name, source=source, batch_size=batch, backend=P.Data.LMDB,
                   transform_param=transform, include=dict(phase=phase), ntop=2)
 
 
-def train_val(name, body, train_src, test_src, batches, train_tf, test_tf, heads):
+def train_val(name, body, train_src, test_src, batches, train_tf, test_tf, heads, data_name):
     """A TRAIN+TEST net: two Data layers (same tops), ``body(n, data)`` -> scores, then ``heads``
     (list of (suffix-free layer names, score top, loss_weight, accuracy tops))."""
     n = NetSpec()
-    n.data, n.label = data_layer(TRAIN, train_src, batches[0], train_tf)
+    n.data, n.label = data_layer(TRAIN, train_src, batches[0], train_tf, data_name)
     body(n, n.data)
     heads(n, n.label)
     net = n.to_proto()
     test = NetSpec()
-    test.data, test.label = data_layer(TEST, test_src, batches[1], test_tf)
+    test.data, test.label = data_layer(TEST, test_src, batches[1], test_tf, data_name)
     test_layer = test.to_proto().layer[0]
     net.layer.insert(1, test_layer)
     net.name = name
@@ -72,6 +73,9 @@ def deploy(name, body, shape, prob_of):
     n.prob = L.Softmax(n[prob_of])
     net = n.to_proto()
     net.name = name
+    for lp in net.layer:
+        if lp.type == "BatchNorm":  # a deploy net normalizes with the learned statistics
+            lp.batch_norm_param.use_global_stats = True
     return net
 
 
@@ -121,23 +125,23 @@ def solver_text(fields):
 
 def lenet_body(n, data, deploy=False):
     xavier = dict(type="xavier")
-    n.conv1 = L.Convolution(data, num_output=20, kernel_size=5, stride=1, param=WB,
+    n.conv1 = L.Convolution(data, num_output=20, kernel_size=5, stride=1, param=WB_CAFFE,
                             weight_filler=xavier, bias_filler=dict(type="constant"))
     n.pool1 = L.Pooling(n.conv1, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-    n.conv2 = L.Convolution(n.pool1, num_output=50, kernel_size=5, stride=1, param=WB,
+    n.conv2 = L.Convolution(n.pool1, num_output=50, kernel_size=5, stride=1, param=WB_CAFFE,
                             weight_filler=xavier, bias_filler=dict(type="constant"))
     n.pool2 = L.Pooling(n.conv2, pool=P.Pooling.MAX, kernel_size=2, stride=2)
-    n.ip1 = L.InnerProduct(n.pool2, num_output=500, param=WB, weight_filler=xavier,
+    n.ip1 = L.InnerProduct(n.pool2, num_output=500, param=WB_CAFFE, weight_filler=xavier,
                            bias_filler=dict(type="constant"))
     n.relu1 = L.ReLU(n.ip1, in_place=True)
-    n.ip2 = L.InnerProduct(n.relu1, num_output=10, param=WB, weight_filler=xavier,
+    n.ip2 = L.InnerProduct(n.relu1, num_output=10, param=WB_CAFFE, weight_filler=xavier,
                            bias_filler=dict(type="constant"))
 
 
 # ---- CIFAR-10 quick and full ------------------------------------------------------------------
 
-def cifar_conv(n, name, bottom, num, std):
-    n[name] = L.Convolution(bottom, num_output=num, pad=2, kernel_size=5, stride=1, param=WB,
+def cifar_conv(n, name, bottom, num, std):  # noqa: D103
+    n[name] = L.Convolution(bottom, num_output=num, pad=2, kernel_size=5, stride=1, param=WB_CAFFE,
                             weight_filler=gauss(std), bias_filler=dict(type="constant"))
     return n[name]
 
@@ -152,9 +156,9 @@ def cifar10_quick_body(n, data):
     cifar_conv(n, "conv3", n.pool2, 64, 0.01)
     n.relu3 = L.ReLU(n.conv3, in_place=True)
     n.pool3 = L.Pooling(n.relu3, pool=P.Pooling.AVE, kernel_size=3, stride=2)
-    n.ip1 = L.InnerProduct(n.pool3, num_output=64, param=WB, weight_filler=gauss(0.1),
+    n.ip1 = L.InnerProduct(n.pool3, num_output=64, param=WB_CAFFE, weight_filler=gauss(0.1),
                            bias_filler=dict(type="constant"))
-    n.ip2 = L.InnerProduct(n.ip1, num_output=10, param=WB, weight_filler=gauss(0.1),
+    n.ip2 = L.InnerProduct(n.ip1, num_output=10, param=WB_CAFFE, weight_filler=gauss(0.1),
                            bias_filler=dict(type="constant"))
 
 
@@ -168,7 +172,9 @@ def cifar10_full_body(n, data):
     n.relu2 = L.ReLU(n.conv2, in_place=True)
     n.pool2 = L.Pooling(n.relu2, pool=P.Pooling.AVE, kernel_size=3, stride=2)
     n.norm2 = L.LRN(n.pool2, **lrn)
-    cifar_conv(n, "conv3", n.norm2, 64, 0.01)
+    # Caffe's cifar10_full gives conv3 no multipliers (defaults 1 and 1)
+    n.conv3 = L.Convolution(n.norm2, num_output=64, pad=2, kernel_size=5, stride=1,
+                            weight_filler=gauss(0.01), bias_filler=dict(type="constant"))
     n.relu3 = L.ReLU(n.conv3, in_place=True)
     n.pool3 = L.Pooling(n.relu3, pool=P.Pooling.AVE, kernel_size=3, stride=2)
     n.ip1 = L.InnerProduct(n.pool3, num_output=10,
@@ -226,7 +232,7 @@ def caffenet_body(n, data):
 # ---- GoogLeNet --------------------------------------------------------------------------------
 
 def _gconv(n, name, bottom, num, k, relu, std=None, **kw):
-    wf = dict(type="xavier", std=std) if std else dict(type="xavier")
+    wf = dict(type="xavier")  # Caffe's file also gives std, which xavier ignores
     n[name] = L.Convolution(bottom, num_output=num, kernel_size=k, param=WB, weight_filler=wf,
                             bias_filler=const(0.2), **kw)
     n[relu] = L.ReLU(n[name], in_place=True)
@@ -251,12 +257,12 @@ def _aux_head(n, k, bottom):
     n[p + "ave_pool"] = L.Pooling(bottom, pool=P.Pooling.AVE, kernel_size=5, stride=3)
     x = _gconv(n, p + "conv", n[p + "ave_pool"], 128, 1, p + "relu_conv", std=0.08)
     n[p + "fc"] = L.InnerProduct(x, num_output=1024, param=WB,
-                                 weight_filler=dict(type="xavier", std=0.02),
+                                 weight_filler=dict(type="xavier"),
                                  bias_filler=const(0.2))
     n[p + "relu_fc"] = L.ReLU(n[p + "fc"], in_place=True)
     n[p + "drop_fc"] = L.Dropout(n[p + "relu_fc"], dropout_ratio=0.7, in_place=True)
     n[p + "classifier"] = L.InnerProduct(n[p + "drop_fc"], num_output=1000, param=WB,
-                                         weight_filler=dict(type="xavier", std=0.0009765625),
+                                         weight_filler=dict(type="xavier"),
                                          bias_filler=const(0))
 
 
@@ -293,8 +299,8 @@ def googlenet_body(n, data, aux=False):
 def googlenet_heads(n, label):
     for k, weight in ((1, 0.3), (2, 0.3), (3, 1)):
         score = n[f"loss{k}/classifier"]
-        n[f"loss{k}/loss" + ("3" if k == 3 else "")] = L.SoftmaxWithLoss(score, label,
-                                                                        loss_weight=weight)
+        n[f"loss{k}/loss{k}"] = L.SoftmaxWithLoss(score, label, loss_weight=weight,
+                                                  name=f"loss{k}/loss" + ("3" if k == 3 else ""))
         n[f"loss{k}/top-1"] = L.Accuracy(score, label, include=dict(phase=TEST))
         n[f"loss{k}/top-5"] = L.Accuracy(score, label, include=dict(phase=TEST),
                                          accuracy_param=dict(top_k=5))
@@ -372,7 +378,7 @@ MODELS = {
                 ("weight_decay", 0.0005), ("lr_policy", "inv"), ("gamma", 0.0001),
                 ("power", 0.75), ("display", 100), ("max_iter", 10000), ("snapshot", 5000),
                 ("snapshot_prefix", "models/lenet/lenet"), ("solver_mode", "GPU")],
-        dataset="mnist", accuracy="99.1% test accuracy after 10,000 iterations (Caffe's MNIST tutorial)",
+        dataset="mnist", data_name="mnist", accuracy="99.1% test accuracy after 10,000 iterations (Caffe's MNIST tutorial)",
         shapes={"conv1": (20, 24, 24), "pool1": (20, 12, 12), "conv2": (50, 8, 8),
                 "pool2": (50, 4, 4), "ip1": (500,), "ip2": (10,), "prob": (10,)}),
     "cifar10_quick": dict(
@@ -386,7 +392,7 @@ MODELS = {
                 ("weight_decay", 0.004), ("lr_policy", "fixed"), ("display", 100),
                 ("max_iter", 4000), ("snapshot", 4000),
                 ("snapshot_prefix", "models/cifar10_quick/cifar10_quick"), ("solver_mode", "GPU")],
-        dataset="cifar10", accuracy="about 75% test accuracy after 4,000 iterations (Caffe's CIFAR-10 tutorial)",
+        dataset="cifar10", data_name="cifar", accuracy="about 75% test accuracy after 4,000 iterations (Caffe's CIFAR-10 tutorial)",
         shapes={"conv1": (32, 32, 32), "pool1": (32, 16, 16), "conv2": (32, 16, 16),
                 "pool2": (32, 8, 8), "conv3": (64, 8, 8), "pool3": (64, 4, 4), "ip1": (64,),
                 "ip2": (10,), "prob": (10,)}),
@@ -402,7 +408,7 @@ MODELS = {
                 ("stepvalue", [60000, 65000]), ("display", 200), ("max_iter", 70000),
                 ("snapshot", 10000), ("snapshot_prefix", "models/cifar10_full/cifar10_full"),
                 ("solver_mode", "GPU")],
-        dataset="cifar10", accuracy="about 81% test accuracy after 70,000 iterations (Caffe's CIFAR-10 tutorial)",
+        dataset="cifar10", data_name="cifar", accuracy="about 81% test accuracy after 70,000 iterations (Caffe's CIFAR-10 tutorial)",
         shapes={"conv1": (32, 32, 32), "pool1": (32, 16, 16), "norm1": (32, 16, 16),
                 "pool2": (32, 8, 8), "pool3": (64, 4, 4), "ip1": (10,), "prob": (10,)}),
     "bvlc_alexnet": dict(
@@ -476,7 +482,7 @@ def build(name):
     else:
         train_body = body
     tv = train_val(name, train_body, m["train"], m["test"], m["batches"], m["train_tf"],
-                   m["test_tf"], m["heads"])
+                   m["test_tf"], m["heads"], m.get("data_name", "data"))
     dp = deploy(name, body, m["input"], m["score"])
     header = "# generated by models/generate.py; edit that script, then run it\n"
     return {
