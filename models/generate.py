@@ -252,7 +252,7 @@ def _inception(n, name, bottom, c1, c3r, c3, c5r, c5, cp):
     return n[p + "output"]
 
 
-def _aux_head(n, k, bottom):
+def _aux_head(n, k, bottom, label):
     p = f"loss{k}/"
     n[p + "ave_pool"] = L.Pooling(bottom, pool=P.Pooling.AVE, kernel_size=5, stride=3)
     x = _gconv(n, p + "conv", n[p + "ave_pool"], 128, 1, p + "relu_conv", std=0.08)
@@ -264,9 +264,12 @@ def _aux_head(n, k, bottom):
     n[p + "classifier"] = L.InnerProduct(n[p + "drop_fc"], num_output=1000, param=WB,
                                          weight_filler=dict(type="xavier"),
                                          bias_filler=const(0))
+    _googlenet_loss(n, k, label)
 
 
-def googlenet_body(n, data, aux=False):
+def googlenet_body(n, data, label=None):
+    """The deploy body; given the ``label`` top it adds the two auxiliary classifiers (loss1 after
+    inception_4a, loss2 after 4d, each weighted 0.3) where Caffe's train_val has them."""
     x = _gconv(n, "conv1/7x7_s2", data, 64, 7, "conv1/relu_7x7", std=0.1, pad=3, stride=2)
     n["pool1/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     n["pool1/norm1"] = L.LRN(n["pool1/3x3_s2"], local_size=5, alpha=0.0001, beta=0.75)
@@ -278,13 +281,13 @@ def googlenet_body(n, data, aux=False):
     x = _inception(n, "3b", x, 128, 128, 192, 32, 96, 64)
     n["pool3/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     x = _inception(n, "4a", n["pool3/3x3_s2"], 192, 96, 208, 16, 48, 64)
-    if aux:
-        _aux_head(n, 1, x)
+    if label is not None:
+        _aux_head(n, 1, x, label)
     x = _inception(n, "4b", x, 160, 112, 224, 24, 64, 64)
     x = _inception(n, "4c", x, 128, 128, 256, 24, 64, 64)
     x = _inception(n, "4d", x, 112, 144, 288, 32, 64, 64)
-    if aux:
-        _aux_head(n, 2, x)
+    if label is not None:
+        _aux_head(n, 2, x, label)
     x = _inception(n, "4e", x, 256, 160, 320, 32, 128, 128)
     n["pool4/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     x = _inception(n, "5a", n["pool4/3x3_s2"], 256, 160, 320, 32, 128, 128)
@@ -296,25 +299,30 @@ def googlenet_body(n, data, aux=False):
                                            bias_filler=const(0))
 
 
+def _googlenet_loss(n, k, label):
+    score = n[f"loss{k}/classifier"]
+    n[f"loss{k}/loss{k}"] = L.SoftmaxWithLoss(score, label, loss_weight=0.3 if k < 3 else 1,
+                                              name=f"loss{k}/loss" + ("3" if k == 3 else ""))
+    n[f"loss{k}/top-1"] = L.Accuracy(score, label, include=dict(phase=TEST))
+    n[f"loss{k}/top-5"] = L.Accuracy(score, label, include=dict(phase=TEST),
+                                     accuracy_param=dict(top_k=5))
+
+
 def googlenet_heads(n, label):
-    for k, weight in ((1, 0.3), (2, 0.3), (3, 1)):
-        score = n[f"loss{k}/classifier"]
-        n[f"loss{k}/loss{k}"] = L.SoftmaxWithLoss(score, label, loss_weight=weight,
-                                                  name=f"loss{k}/loss" + ("3" if k == 3 else ""))
-        n[f"loss{k}/top-1"] = L.Accuracy(score, label, include=dict(phase=TEST))
-        n[f"loss{k}/top-5"] = L.Accuracy(score, label, include=dict(phase=TEST),
-                                         accuracy_param=dict(top_k=5))
+    _googlenet_loss(n, 3, label)
 
 
 # ---- ResNet-50 --------------------------------------------------------------------------------
 
 def _conv_bn(n, suffix, bottom, num, k, stride=1, pad=0, relu=True):
-    """conv ``res<suffix>`` (no bias) + BatchNorm ``bn<suffix>`` + Scale ``scale<suffix>``
+    """conv ``res<suffix>`` + BatchNorm ``bn<suffix>`` + Scale ``scale<suffix>``
     in place, + ReLU ``res<suffix>_relu``; the names the ResNet release uses."""
-    conv = "conv1" if suffix == "_conv1" else f"res{suffix}"
+    if suffix == "_conv1":  # the released model's first convolution has a bias; no other one has
+        conv, kw = "conv1", dict(param=WB, bias_filler=const(0))
+    else:
+        conv, kw = f"res{suffix}", dict(bias_term=False, param=[dict(lr_mult=1, decay_mult=1)])
     n[conv] = L.Convolution(bottom, num_output=num, kernel_size=k, stride=stride, pad=pad,
-                            bias_term=False, param=[dict(lr_mult=1, decay_mult=1)],
-                            weight_filler=dict(type="msra"))
+                            weight_filler=dict(type="msra"), **kw)
     n[f"bn{suffix}"] = L.BatchNorm(n[conv], in_place=True, param=FROZEN3)
     n[f"scale{suffix}"] = L.Scale(n[f"bn{suffix}"], in_place=True, bias_term=True)
     x = n[f"scale{suffix}"]
@@ -478,7 +486,7 @@ def build(name):
     body = m["body"]
     if m.get("aux"):
         def train_body(n, data):
-            body(n, data, aux=True)
+            body(n, data, label=n.label)
     else:
         train_body = body
     tv = train_val(name, train_body, m["train"], m["test"], m["batches"], m["train_tf"],

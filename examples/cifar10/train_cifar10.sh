@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Train a CIFAR-10 net (models/cifar10_quick, or NET=cifar10_full) on the clients of a hosts
-# file, like Poseidon's # examples/cifar10/train_cifar10.sh. Edit the parameter block (or set the upper-case variables).
+# file, like Poseidon's
+# examples/cifar10/train_cifar10.sh.
+# Edit the parameter block (or set the upper-case variables).
 . "$(dirname "$0")/../lib/common.sh"
 
 # ---- parameters ------------------------------------------------------------------------------

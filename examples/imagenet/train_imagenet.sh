@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Train an ImageNet net (models/bvlc_alexnet; NET=bvlc_reference_caffenet, bvlc_googlenet or
-# resnet_50) on the clients of a hosts file, like Poseidon's # examples/imagenet/train_imagenet.sh. Edit the parameter block (or set the upper-case variables).
+# resnet_50) on the clients of a hosts file, like Poseidon's
+# examples/imagenet/train_imagenet.sh.
+# Edit the parameter block (or set the upper-case variables).
 . "$(dirname "$0")/../lib/common.sh"
 
 # ---- parameters ------------------------------------------------------------------------------
