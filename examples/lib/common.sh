@@ -55,7 +55,8 @@ partition_for_clients() {
 #  - no hosts file, or one loopback client: `poseidon train` on this machine;
 #  - every client loopback: `poseidon train --hosts` starts them all here;
 #  - otherwise one `poseidon train --client-id K` per host over ssh (Poseidon's train_*.sh).
-# Output: $output/<net>.S<staleness>.M<clients>.T<threads>/ (the log, .netoutputs, curves).
+# Output: $output/<net>.S<staleness>.M<clients>.T<threads>/ (the log, .netoutputs, curves); with
+# several clients, client 0's console (the training log) is also kept there as <net>.log.
 train() {
   local solver=$1 hosts=$2 net=$3
   local n dev resume=() run_dir
@@ -73,8 +74,10 @@ train() {
   local common=(--solver "$solver" --hosts "$hosts" --staleness "$staleness" --svb "$svb"
                 --workers-per-client "$threads" --deadline "$deadline" "${dev[@]}" "${resume[@]}"
                 --output-dir "$output")
+  mkdir -p "$run_dir"
   if all_loopback "$hosts"; then
-    exec "$POSEIDON" train "${common[@]}"
+    "$POSEIDON" train "${common[@]}" 2>&1 | tee "$run_dir/$net.log"
+    return
   fi
   local pids=() id ip status=0 cmd
   trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' INT TERM
@@ -82,9 +85,9 @@ train() {
     cmd="cd $ROOT && $POSEIDON train ${common[*]} --client-id $id"
     echo "client $id on $ip: $cmd" >&2
     if [ "$id" = 0 ]; then
-      $ssh $ssh_opts "$ip" "$cmd" &
+      $ssh $ssh_opts "$ip" "$cmd" 2>&1 | tee "$run_dir/$net.log" &
     else
-      $ssh $ssh_opts "$ip" "$cmd" > "$output/client_$id.ssh.log" 2>&1 &
+      $ssh $ssh_opts "$ip" "$cmd" > "$run_dir/client_$id.ssh.log" 2>&1 &
     fi
     pids+=($!)
   done < <(host_lines "$hosts")

@@ -115,7 +115,7 @@ def test_mnist_lenet_two_loopback_clients(tmp_path):
     run_dir = tmp_path / "output" / "lenet.S0.M2.T1"
     check_trained(run_dir, "lenet")
     # the run's own log through parse-log and plot, as a user would look at it
-    log = sorted(run_dir.glob("*.log"))[0]
+    log = run_dir / "lenet.log"  # client 0's console, kept by the script
     r = subprocess.run([env()["POSEIDON"], "parse-log", str(log), str(tmp_path)],
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr
@@ -181,3 +181,22 @@ def test_imagenet_nets(imagenet_data, tmp_path, model):
                           batch=1, mean=out / "imagenet_mean.binaryproto")
     run("imagenet/train_imagenet.sh", tmp_path, NET=model, SOLVER=solver, OUTPUT=tmp_path / "output")
     check_trained(tmp_path / "output" / f"{model}.S0.M1.T1", model)
+
+
+def test_remote_hosts_are_started_over_ssh(tmp_path):
+    # a stand-in for ssh that records what it was asked to run on each host
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("0 10.0.0.1 9999\n1 10.0.0.2 9999\n")
+    fake_ssh = tmp_path / "ssh"
+    fake_ssh.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/ssh_calls\n')
+    fake_ssh.chmod(0o755)
+    r = run("imagenet/train_imagenet.sh", tmp_path, HOSTS=hosts, SSH=fake_ssh, SSH_OPTS="-x",
+            OUTPUT=tmp_path / "out", STALENESS=2, SNAPSHOT="/snap/a_iter_10.solverstate")
+    calls = sorted((tmp_path / "ssh_calls").read_text().splitlines())
+    assert len(calls) == 2, r.stderr
+    for k, call in enumerate(calls):
+        assert call.startswith(f"-x 10.0.0.{k + 1} cd {ROOT} && ")
+        assert f"--client-id {k}" in call and "--staleness 2" in call
+        assert "--snapshot /snap/a_iter_10.solverstate" in call
+        assert f"models/bvlc_alexnet/solver.prototxt --hosts {hosts}" in call
+    assert (tmp_path / "out" / "bvlc_alexnet.S2.M2.T1").is_dir()
