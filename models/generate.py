@@ -79,15 +79,14 @@ def deploy(name, body, shape, prob_of):
     return net
 
 
-def loss_and_accuracy(score, *, accuracy=True, top5=False, loss="loss", acc="accuracy", weight=None):
+def loss_and_accuracy(score, top5=False):
+    """Heads: TEST-phase ``accuracy`` (and ``accuracy_top5``), then the ``loss``."""
     def heads(n, label):
-        if accuracy:
-            n[acc] = L.Accuracy(n[score], label, include=dict(phase=TEST))
+        n.accuracy = L.Accuracy(n[score], label, include=dict(phase=TEST))
         if top5:
-            n[acc + "_top5" if acc == "accuracy" else acc.replace("top-1", "top-5")] = L.Accuracy(
-                n[score], label, include=dict(phase=TEST), accuracy_param=dict(top_k=5))
-        kw = {} if weight is None else dict(loss_weight=weight)
-        n[loss] = L.SoftmaxWithLoss(n[score], label, **kw)
+            n.accuracy_top5 = L.Accuracy(n[score], label, include=dict(phase=TEST),
+                                         accuracy_param=dict(top_k=5))
+        n.loss = L.SoftmaxWithLoss(n[score], label)
     return heads
 
 
@@ -364,6 +363,8 @@ IMAGENET_TRAIN = "examples/imagenet/ilsvrc12_train_lmdb"
 IMAGENET_VAL = "examples/imagenet/ilsvrc12_val_lmdb"
 IMAGENET_MEAN = "examples/imagenet/imagenet_mean.binaryproto"
 BGR_MEAN = [104, 117, 123]
+TUTORIAL = "%s test accuracy after %s iterations (Caffe's %s tutorial)"
+ZOO = "%s top-1 / %s top-5 on ILSVRC 2012 val, single center crop (BVLC model zoo)"
 
 
 def _imagenet_solver(prefix, base_lr, policy, extra, max_iter, display, wd, test_iter=1000,
@@ -386,7 +387,8 @@ MODELS = {
                 ("weight_decay", 0.0005), ("lr_policy", "inv"), ("gamma", 0.0001),
                 ("power", 0.75), ("display", 100), ("max_iter", 10000), ("snapshot", 5000),
                 ("snapshot_prefix", "models/lenet/lenet"), ("solver_mode", "GPU")],
-        dataset="mnist", data_name="mnist", accuracy="99.1% test accuracy after 10,000 iterations (Caffe's MNIST tutorial)",
+        dataset="mnist", data_name="mnist",
+        accuracy=TUTORIAL % ("99.1%", "10,000", "MNIST"),
         shapes={"conv1": (20, 24, 24), "pool1": (20, 12, 12), "conv2": (50, 8, 8),
                 "pool2": (50, 4, 4), "ip1": (500,), "ip2": (10,), "prob": (10,)}),
     "cifar10_quick": dict(
@@ -400,7 +402,8 @@ MODELS = {
                 ("weight_decay", 0.004), ("lr_policy", "fixed"), ("display", 100),
                 ("max_iter", 4000), ("snapshot", 4000),
                 ("snapshot_prefix", "models/cifar10_quick/cifar10_quick"), ("solver_mode", "GPU")],
-        dataset="cifar10", data_name="cifar", accuracy="about 75% test accuracy after 4,000 iterations (Caffe's CIFAR-10 tutorial)",
+        dataset="cifar10", data_name="cifar",
+        accuracy=TUTORIAL % ("about 75%", "4,000", "CIFAR-10"),
         shapes={"conv1": (32, 32, 32), "pool1": (32, 16, 16), "conv2": (32, 16, 16),
                 "pool2": (32, 8, 8), "conv3": (64, 8, 8), "pool3": (64, 4, 4), "ip1": (64,),
                 "ip2": (10,), "prob": (10,)}),
@@ -416,7 +419,8 @@ MODELS = {
                 ("stepvalue", [60000, 65000]), ("display", 200), ("max_iter", 70000),
                 ("snapshot", 10000), ("snapshot_prefix", "models/cifar10_full/cifar10_full"),
                 ("solver_mode", "GPU")],
-        dataset="cifar10", data_name="cifar", accuracy="about 81% test accuracy after 70,000 iterations (Caffe's CIFAR-10 tutorial)",
+        dataset="cifar10", data_name="cifar",
+        accuracy=TUTORIAL % ("about 81%", "70,000", "CIFAR-10"),
         shapes={"conv1": (32, 32, 32), "pool1": (32, 16, 16), "norm1": (32, 16, 16),
                 "pool2": (32, 8, 8), "pool3": (64, 4, 4), "ip1": (10,), "prob": (10,)}),
     "bvlc_alexnet": dict(
@@ -425,9 +429,11 @@ MODELS = {
         train_tf=dict(mirror=True, crop_size=227, mean_file=IMAGENET_MEAN),
         test_tf=dict(mirror=False, crop_size=227, mean_file=IMAGENET_MEAN),
         heads=loss_and_accuracy("fc8"),
-        solver=_imagenet_solver("bvlc_alexnet", 0.01, "step", [("gamma", 0.1), ("stepsize", 100000)],
+        solver=_imagenet_solver("bvlc_alexnet", 0.01, "step",
+                                [("gamma", 0.1), ("stepsize", 100000)],
                                 450000, 20, 0.0005),
-        dataset="imagenet", accuracy="57.1% top-1 / 80.2% top-5 on ILSVRC 2012 val, single center crop (BVLC model zoo)",
+        dataset="imagenet",
+        accuracy=ZOO % ("57.1%", "80.2%"),
         shapes={"conv1": (96, 55, 55), "pool1": (96, 27, 27), "conv2": (256, 27, 27),
                 "pool2": (256, 13, 13), "conv3": (384, 13, 13), "conv5": (256, 13, 13),
                 "pool5": (256, 6, 6), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
@@ -440,7 +446,8 @@ MODELS = {
         heads=loss_and_accuracy("fc8"),
         solver=_imagenet_solver("bvlc_reference_caffenet", 0.01, "step",
                                 [("gamma", 0.1), ("stepsize", 100000)], 450000, 20, 0.0005),
-        dataset="imagenet", accuracy="57.4% top-1 / 80.4% top-5 on ILSVRC 2012 val, single center crop (BVLC model zoo)",
+        dataset="imagenet",
+        accuracy=ZOO % ("57.4%", "80.4%"),
         shapes={"conv1": (96, 55, 55), "pool1": (96, 27, 27), "norm1": (96, 27, 27),
                 "conv2": (256, 27, 27), "pool2": (256, 13, 13), "pool5": (256, 6, 6),
                 "fc6": (4096,), "fc8": (1000,), "prob": (1000,)}),
@@ -456,7 +463,8 @@ MODELS = {
                 ("max_iter", 2400000), ("momentum", 0.9), ("weight_decay", 0.0002),
                 ("snapshot", 40000), ("snapshot_prefix", "models/bvlc_googlenet/bvlc_googlenet"),
                 ("solver_mode", "GPU")],
-        dataset="imagenet", accuracy="68.7% top-1 / 88.9% top-5 on ILSVRC 2012 val, single center crop (BVLC model zoo)",
+        dataset="imagenet",
+        accuracy=ZOO % ("68.7%", "88.9%"),
         shapes={"conv1/7x7_s2": (64, 112, 112), "pool1/3x3_s2": (64, 56, 56),
                 "conv2/3x3": (192, 56, 56), "pool2/3x3_s2": (192, 28, 28),
                 "inception_3a/output": (256, 28, 28), "inception_3b/output": (480, 28, 28),
@@ -473,7 +481,9 @@ MODELS = {
         solver=_imagenet_solver("resnet_50", 0.0125, "multistep",
                                 [("gamma", 0.1), ("stepvalue", [600000, 1200000, 1600000])],
                                 1800000, 20, 0.0001, test_interval=40000, snapshot=40000),
-        dataset="imagenet", accuracy="75.3% top-1 / 92.2% top-5 on ILSVRC 2012 val, 10-crop (He et al., 2015); the released Caffe model",
+        dataset="imagenet",
+        accuracy=("75.3% top-1 / 92.2% top-5 on ILSVRC 2012 val, 10-crop (He et al., 2015), "
+                  "for the released Caffe model"),
         shapes={"conv1": (64, 112, 112), "pool1": (64, 56, 56), "res2c": (256, 56, 56),
                 "res3d": (512, 28, 28), "res4f": (1024, 14, 14), "res5c": (2048, 7, 7),
                 "pool5": (2048, 1, 1), "fc1000": (1000,), "prob": (1000,)}),

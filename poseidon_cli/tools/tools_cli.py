@@ -34,8 +34,8 @@ def parse_log_cmd(log, output_dir, delimiter):
 
 @click.command("plot")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--x", "x", type=click.Choice(["iters", "seconds"]), default="iters", show_default=True,
-              help="Horizontal axis.")
+@click.option("--x", "x", type=click.Choice(["iters", "seconds"]), default="iters",
+              show_default=True, help="Horizontal axis.")
 @click.option("--y", "y", type=click.Choice(["loss", "accuracy", "lr"]), default="loss",
               show_default=True, help="What to draw: train and test losses, test accuracies, "
               "or the learning rate.")

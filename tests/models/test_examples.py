@@ -134,14 +134,14 @@ def test_cifar10_quick_and_full(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "cifar10"
     raw.mkdir()
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        recs = [bytes([int(rng.integers(0, 10))]) + rng.integers(0, 256, 3072, dtype=np.uint8).tobytes()
-                for _ in range(2)]
+        recs = [bytes([int(rng.integers(0, 10))])
+                + rng.integers(0, 256, 3072, dtype=np.uint8).tobytes() for _ in range(2)]
         (raw / name).write_bytes(b"".join(recs))
     run("cifar10/create_cifar10.sh", tmp_path, DATA=raw, OUT=out)
     assert (out / "mean.binaryproto").is_file()
     for model in ("cifar10_quick", "cifar10_full"):
-        solver = smoke_solver(model, tmp_path, (out / "cifar10_train_lmdb", out / "cifar10_test_lmdb"),
-                              mean=out / "mean.binaryproto")
+        dbs = (out / "cifar10_train_lmdb", out / "cifar10_test_lmdb")
+        solver = smoke_solver(model, tmp_path, dbs, mean=out / "mean.binaryproto")
         run("cifar10/train_cifar10.sh", tmp_path, NET=model, SOLVER=solver,
             OUTPUT=tmp_path / "output")
         check_trained(tmp_path / "output" / f"{model}.S0.M1.T1", model)
@@ -166,8 +166,8 @@ def imagenet_data(tmp_path_factory):
             lines.append(f"n01/img{i}.png {i % 2}")
         (lists / f"{split}.txt").write_text("\n".join(lines) + "\n")
     out = tmp / "out"
-    run("imagenet/create_imagenet.sh", tmp, TRAIN_DATA_ROOT=tmp / "train", VAL_DATA_ROOT=tmp / "val",
-        LISTS=lists, OUT=out)
+    run("imagenet/create_imagenet.sh", tmp, TRAIN_DATA_ROOT=tmp / "train",
+        VAL_DATA_ROOT=tmp / "val", LISTS=lists, OUT=out)
     run("imagenet/make_imagenet_mean.sh", tmp, OUT=out)
     assert (out / "imagenet_mean.binaryproto").is_file()
     return out
@@ -179,7 +179,8 @@ def test_imagenet_nets(imagenet_data, tmp_path, model):
     out = imagenet_data
     solver = smoke_solver(model, tmp_path, (out / "ilsvrc12_train_lmdb", out / "ilsvrc12_val_lmdb"),
                           batch=1, mean=out / "imagenet_mean.binaryproto")
-    run("imagenet/train_imagenet.sh", tmp_path, NET=model, SOLVER=solver, OUTPUT=tmp_path / "output")
+    run("imagenet/train_imagenet.sh", tmp_path, NET=model, SOLVER=solver,
+        OUTPUT=tmp_path / "output")
     check_trained(tmp_path / "output" / f"{model}.S0.M1.T1", model)
 
 

@@ -50,7 +50,7 @@ CAFFE_SHAPES = {
 }
 # learnable parameters (BatchNorm statistics excluded), as published for each architecture
 PARAMS = {"lenet": 431_080, "bvlc_alexnet": 60_965_224, "bvlc_reference_caffenet": 60_965_224,
-          "bvlc_googlenet": 6_998_552, "resnet_50": 25_557_096}  # ResNet-50: the release's conv1 has 64 biases
+          "bvlc_googlenet": 6_998_552, "resnet_50": 25_557_096}  # the release's conv1 has biases
 FILES = ("train_val.prototxt", "solver.prototxt", "deploy.prototxt", "README.md")
 
 
@@ -76,7 +76,7 @@ def test_every_model_has_its_files():
 def test_committed_prototxts_are_what_generate_writes(name):
     files = load_generate().build(name)
     for fname, text in files.items():
-        assert (MODELS / name / fname).read_text() == text, f"run python models/generate.py ({fname})"
+        assert (MODELS / name / fname).read_text() == text, f"python models/generate.py ({fname})"
 
 
 @pytest.mark.parametrize("name", sorted(CAFFE_SHAPES))
