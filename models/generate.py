@@ -110,6 +110,8 @@ def solver_text(fields):
                 lines.append(f'{key}: "{v}"')
             elif field.enum_type is not None:
                 lines.append(f"{key}: {v}")
+            elif isinstance(v, bool):
+                lines.append(f"{key}: {'true' if v else 'false'}")  # Caffe's parser wants lower case
             elif isinstance(v, float):
                 lines.append(f"{key}: {v!r}")
             else:
@@ -478,9 +480,13 @@ MODELS = {
         train_tf=dict(mirror=True, crop_size=224, mean_value=BGR_MEAN),
         test_tf=dict(mirror=False, crop_size=224, mean_value=BGR_MEAN),
         heads=loss_and_accuracy("fc1000", top5=True),
+        # the authors published no solver: the common 90-epoch schedule (steps at epochs 30, 60,
+        # 80) at batch 32, 40,000 iterations an epoch, lr 0.1 scaled by 32/256
         solver=_imagenet_solver("resnet_50", 0.0125, "multistep",
-                                [("gamma", 0.1), ("stepvalue", [600000, 1200000, 1600000])],
-                                1800000, 20, 0.0001, test_interval=40000, snapshot=40000),
+                                [("gamma", 0.1), ("stepvalue", [1200000, 2400000, 3200000])],
+                                3600000, 20, 0.0001, test_interval=40000, snapshot=40000),
+        note="No solver was published with the model; `solver.prototxt` is the common 90-epoch "
+             "schedule (lr 0.1 x 32/256, divided by 10 at epochs 30, 60 and 80) at batch 32.",
         dataset="imagenet",
         accuracy=("75.3% top-1 / 92.2% top-5 on ILSVRC 2012 val, 10-crop (He et al., 2015), "
                   "for the released Caffe model"),
@@ -539,7 +545,7 @@ trained by Caffe load by name (`poseidon train --weights X.caffemodel`).
 - Train: `examples/{m['dataset']}/train_{m['dataset']}.sh` (set `net={name}` in its parameter block
   or `NET={name}`).
 - Published accuracy, for reference: {m['accuracy']}.
-
+{("- " + m["note"] + chr(10)) if m.get("note") else ""}
 Blob shapes of `deploy.prototxt` (per image; checked by `tests/models`):
 
 | blob | C x H x W |
