@@ -111,7 +111,7 @@ def solver_text(fields):
             elif field.enum_type is not None:
                 lines.append(f"{key}: {v}")
             elif isinstance(v, bool):
-                lines.append(f"{key}: {'true' if v else 'false'}")  # Caffe's parser wants lower case
+                lines.append(f"{key}: {'true' if v else 'false'}")  # what Caffe parses
             elif isinstance(v, float):
                 lines.append(f"{key}: {v!r}")
             else:
