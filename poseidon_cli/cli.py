@@ -140,5 +140,17 @@ def _register_data_group():
 _register_data_group()
 
 
+def _register_tools_commands():
+    try:
+        from .tools.tools_cli import COMMANDS
+    except ImportError:  # tools not installed in this build
+        return
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_tools_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
