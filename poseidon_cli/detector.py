@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import io as caffe_io
-from .layers.base import TEST
+from .context import TEST
 from .net import Net
 
 

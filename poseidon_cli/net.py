@@ -54,7 +54,7 @@ from ._proto import caffe_pb2
 from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
-from .layers.base import TEST, TRAIN, RunContext
+from .context import TEST, TRAIN, RunContext
 from .net_pycaffe import PycaffeNetMembers, global_seed, legacy_net_args
 
 __all__ = ["Net", "LearnableParam", "filter_net", "insert_splits", "state_meets_rule", "TRAIN", "TEST"]

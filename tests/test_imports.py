@@ -1,4 +1,4 @@
-"""The package's import graph (architecture.md: communication attaches from outside; no circles).
+"""The package's import graph (communication attaches from outside the core; no circles).
 
 Read from the source with ``ast``, so imports inside functions count too (a circle hidden in a
 function still means two modules that cannot be understood apart). Every module is a node; ``import

@@ -34,11 +34,11 @@ from ..solver.step import history_slot
 from ..solver.sync import Reduction, Sync
 from . import sfb as sfb_mod
 from .param_sync import param_syncs
+from .spec import DEFAULT_DEADLINE_S
 from ..ps.keys import STAT
 from ..ps.updaters import check_solver
 from .wfbp import WaitFreeBackprop
 
-DEFAULT_DEADLINE_S = 60.0
 
 
 def job_config(param) -> str:
@@ -93,7 +93,8 @@ class PSSync(Sync):
         self.sfb_params = frozenset(p.param_index for p in self.sfb_plan if p.scheme == "sfb")
         self.syncs = param_syncs(net, self.sfb_params)
         # SFB weights never get a diff (their layers skip the weight-gradient GEMM)
-        net.params_without_diff = frozenset(self.sfb_params)
+        for k in sorted(self.sfb_params):
+            net.set_external_gradient(k)
 
     @property
     def rank(self) -> int:

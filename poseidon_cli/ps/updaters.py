@@ -31,10 +31,6 @@ from ..solver.lr_policy import check_policy, learning_rate
 from ..solver.step import apply_step, history_slot
 from ..solver.updates import get_rule_class, make_rule
 
-# TEMPORARY (until distributed/worker.py declares its statistics as role STAT and sends the solver
-# fingerprint as job_config): tensors named with this prefix are statistics, stored as averaged.
-STATS_PREFIX = "__"
-
 
 def check_solver(solver_param, where: str = "solver"):
     """Raise SolverError for solver settings distributed training cannot honour exactly."""
@@ -65,9 +61,6 @@ class SolverUpdater:
         return [history_slot(j) for j in range(self.rule.num_history)]
 
     def update(self, key, param, grad, state, clock):
-        if key.name.startswith(STATS_PREFIX):
-            param[...] = grad
-            return
         it = self.start_step + clock
         lr_mult, decay_mult = (1.0, 1.0) if self.multipliers is None else self.multipliers[key.name]
         history = []

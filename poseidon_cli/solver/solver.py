@@ -1,4 +1,4 @@
-"""The training loop (BVLC ``Solver`` / ``SGDSolver`` semantics, caffe-semantics.md §3).
+"""The training loop (BVLC ``Solver`` / ``SGDSolver`` semantics: solver.cpp, sgd_solver.cpp).
 
 ``Solver(param, *, solver_path=None, net=None, test_nets=None, context=RunContext(), xp=None,
 dtype=np.float32, log=None, netoutputs_path=None, sync=None, action_fn=None)``
@@ -49,7 +49,7 @@ import numpy as np
 from .. import backend, config
 from .._proto import caffe_pb2
 from ..errors import SolverError
-from ..layers.base import TEST, TRAIN, RunContext
+from ..context import TEST, TRAIN, RunContext
 from . import snapshot as snap
 from . import updates
 from .log import TrainLog, fmt

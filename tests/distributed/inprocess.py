@@ -1,7 +1,7 @@
 """Whole clusters inside one test process: every in-process test builds its workers here.
 
 Each worker is the production :class:`~poseidon_cli.distributed.worker.Worker` (so the start-up
-and shutdown sequence is the one ``run_client`` runs) around a ``Solver(sync=PSSync(...))``; the
+and shutdown sequence is the one ``client_main.run_client`` runs) around a ``Solver(sync=PSSync(...))``; the
 shards are in-process ``ShardStore`` objects reached through ``LocalTransport``, and SFB peers
 talk through one ``LocalFactorHub``. Workers run in threads.
 

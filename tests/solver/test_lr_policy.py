@@ -1,4 +1,4 @@
-"""Learning-rate policies against the closed forms written out here (caffe-semantics.md §3.3)."""
+"""Learning-rate policies against the closed forms written out here (BVLC sgd_solver.cpp GetLearningRate)."""
 import math
 
 import pytest

@@ -1,6 +1,6 @@
 """The training loop on Caffe's least-squares problem (InnerProduct + EuclideanLoss), against a
 reference trajectory computed here with hand-derived gradients and the update formulas of
-caffe-semantics.md §3.2-3.4: every solver type, lr policies, lr_mult/decay_mult, clip_gradients,
+BVLC solver.cpp and sgd_solvers.cpp: every solver type, lr policies, lr_mult/decay_mult, clip_gradients,
 iter_size, resume, average_loss and the log lines."""
 import math
 import re

@@ -1,5 +1,5 @@
 """Update rules over several iterations of a least-squares problem, against per-element reference
-updates written out here from Caffe's formulas (caffe-semantics.md §3.2), in the style of BVLC's
+updates written out here from Caffe's formulas (BVLC sgd_solvers.cpp), in the style of BVLC's
 test_gradient_based_solver: weight decay 0.5, momentum 0.5, weights and a bias with lr_mult 2."""
 import math
 
