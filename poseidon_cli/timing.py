@@ -148,8 +148,9 @@ def time_layers(net, iterations):
     return fwd * k, bwd * k, ftot * k, btot * k, total * 1000.0
 
 
-def time_net(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None):
-    """Print ``caffe time``'s report for prototxt ``model``; return 0."""
+def time_net(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None, json_path=None):
+    """Print ``caffe time``'s report for prototxt ``model``; return 0. ``json_path``: also write
+    the per-layer profile there (``profile.write_profile``)."""
     from .net import Net   # the engine loads only when timing is asked for
     out = out or sys.stdout
 
@@ -182,4 +183,11 @@ def time_net(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None)
     say(f"Average Forward-Backward: {total / iterations:.5g} ms.")
     say(f"Total Time: {total:.5g} ms.")
     say("*** Benchmark ends ***")
+    if json_path:   # issue 17: per-layer profile as JSON
+        from . import profile
+        profile.write_profile(json_path, profile.net_profile(
+            net, fwd, bwd, device=backend.device_description(), forward_total_ms=ftot,
+            backward_total_ms=btot, total_ms=total / iterations, phase=phase,
+            iterations=iterations, model=model))
+        say(f"wrote profile {json_path}")
     return 0
