@@ -52,9 +52,9 @@ class Profile:
     batch: int
     device: str
     layers: list = field(default_factory=list)   # LayerTime, forward order
-    forward_ms: float = 0.0
-    backward_ms: float = 0.0
-    total_ms: float = 0.0
+    forward_ms: float = None    # None: the sum over layers (filled in by to_json)
+    backward_ms: float = None
+    total_ms: float = None      # None: forward_ms + backward_ms
     phase: str = "TRAIN"
     iterations: int = 0
     model: str = ""
@@ -67,6 +67,12 @@ class Profile:
 
     def to_json(self) -> dict:
         d = asdict(self)
+        if d["forward_ms"] is None:
+            d["forward_ms"] = sum(lt.forward_ms for lt in self.layers)
+        if d["backward_ms"] is None:
+            d["backward_ms"] = sum(lt.backward_ms for lt in self.layers)
+        if d["total_ms"] is None:
+            d["total_ms"] = d["forward_ms"] + d["backward_ms"]
         return {"format": FORMAT, "version": VERSION, **d}
 
 

@@ -124,3 +124,10 @@ def test_write_refuses_an_invalid_profile_and_leaves_no_file(tmp_path):
     with pytest.raises(ConfigError, match="batch"):
         profile.write_profile(tmp_path / "p.json", bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_totals_left_out_are_the_layer_sums(tmp_path):
+    p = profile.Profile(net="n", batch=1, device="CPU: x", layers=[
+        profile.LayerTime("a", "ReLU", 1.25, 0.5), profile.LayerTime("b", "ReLU", 2.0, 0.25)])
+    prof = profile.read_profile(profile.write_profile(tmp_path / "p.json", p))
+    assert (prof.forward_ms, prof.backward_ms, prof.total_ms) == (3.25, 0.75, 4.0)
