@@ -205,6 +205,12 @@ def _torch_full_fp32(torch):
                 pass
 
 
+def _error(name, dev, stage, exc):
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    print(f"engine.py: {name}/{dev} failed at {stage}: {line}", flush=True)
+    return {"net": name, "device": dev, "stage": stage, "error": line}
+
+
 def _select(dev):
     return backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
 
@@ -258,6 +264,7 @@ def main(argv=None):
     devices = {"auto": ["cpu"] + (["gpu"] if gpu else []), "cpu": ["cpu"],
                "gpu": ["gpu"]}[args.device]
     described = {}
+    errors = []    # {net, device, stage, error}: configurations that raised
     configs = []   # (name, dev, nthreads, shape, net, torch step)
     for nthreads in [int(t) for t in args.threads.split(",")]:
         for name, rel, shape, gpu_only in NETS:
@@ -270,21 +277,35 @@ def main(argv=None):
                     continue
                 xp = _select(dev)
                 described[dev] = backend.device_description()
-                net = build_ours(rel, shape, xp, conf)
-                tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
+                try:
+                    net = build_ours(rel, shape, xp, conf)
+                    tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
+                except Exception as exc:   # noqa: BLE001 - one broken net must not hide the rest
+                    errors.append(_error(name, dev, "build", exc))
+                    continue
+                finally:
+                    backend.use_cpu()
                 configs.append((name, dev, nthreads, shape, net, tstep))
-                backend.use_cpu()
     # Rounds outermost: a noisy minute on the shared machine then hits one round of every
     # configuration, not every round of one.
     times = [[] for _ in configs]
+    broken = set()
     for _ in range(args.rounds):
         for c, (name, dev, nthreads, shape, net, tstep) in enumerate(configs):
+            if c in broken:
+                continue
             torch.set_num_threads(nthreads)
             threads.set_num_threads(nthreads)
             _select(dev)   # backend.synchronize waits for the GPU only while it is selected
-            times[c].append(blocked_medians(ours_step(net), tstep, args.reps))
+            try:
+                times[c].append(blocked_medians(ours_step(net), tstep, args.reps))
+            except Exception as exc:   # noqa: BLE001 - reported in the JSON, exit status 1
+                errors.append(_error(name, dev, "step", exc))
+                broken.add(c)
     rows = []
-    for (name, dev, nthreads, shape, net, tstep), pairs in zip(configs, times):
+    for c, ((name, dev, nthreads, shape, net, tstep), pairs) in enumerate(zip(configs, times)):
+        if c in broken:
+            continue
         torch.set_num_threads(nthreads)
         threads.set_num_threads(nthreads)
         _select(dev)
@@ -322,11 +343,11 @@ def main(argv=None):
            "cpu_count": os.cpu_count(), "loadavg": load,
            "torch_cuda_device": torch.cuda.get_device_name(0) if gpu else None,
            "tf32": False if gpu else None,
-           "reps": args.reps, "rounds": args.rounds, "results": rows}
+           "reps": args.reps, "rounds": args.rounds, "results": rows, "errors": errors}
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out} (load average {load})")
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
