@@ -4,16 +4,15 @@
 
 Steps, in order (each a child process with its own timeout, its output appended to check.log):
 
-=========  ============================================================  =========================
-step       what runs                                                     target
-=========  ============================================================  =========================
-probe      CuPy + torch see a CUDA device; its description               a GPU answers (else exit 3)
-pytest     ``pytest -m gpu`` (CuPy variants of layer/op/solver/data)     no failure or error, >= 1 pass
-engine     ``bench/engine.py --device gpu``: AlexNet b128, GoogLeNet b32  ours/PyTorch (cuDNN FP32)
-                                                                         throughput >= 0.8 on both
-profiles   ``poseidon time --gpu 0 --json``: AlexNet, GoogLeNet          valid profiles, GPU device
-digits     ``bench/digits_cluster.py``: 2 local clients, ``--gpu 0``      held-out accuracy >= 97%
-=========  ============================================================  =========================
+- probe: CuPy and torch see a CUDA device, and its description. Target: a GPU answers (else exit 3).
+- pytest: ``pytest -m gpu`` (the CuPy variants of the layer, op, solver and data tests).
+  Target: no failure or error, at least one pass.
+- engine: ``bench/engine.py --device gpu``, AlexNet b128 and GoogLeNet b32. Target: our
+  throughput >= 0.8x PyTorch's (cuDNN, full FP32) on both.
+- profiles: ``poseidon time --gpu 0 --json`` of AlexNet and GoogLeNet. Target: valid profiles
+  measured on the GPU.
+- digits: ``bench/digits_cluster.py``, 2 local clients with ``--gpu 0``. Target: held-out
+  accuracy >= 97%.
 
 ``--cpu-dry-run`` runs the same steps on the CPU at toy sizes (LeNet, a few iterations, a CPU
 pytest selection) to prove the plumbing; its targets are only "ran and wrote valid results", and
@@ -228,7 +227,7 @@ def run_logged(argv, timeout, log, env):
     return rc, text or ""
 
 
-# -- evaluating what the steps wrote -----------------------------------------------------------------
+# -- evaluating what the steps wrote ---------------------------------------------------------------
 
 def parse_probe(text):
     for line in text.splitlines():
@@ -260,7 +259,8 @@ def evaluate(name, outdir, dry_run, probe=None):
     if name == "probe":
         p = probe or {}
         if "poseidon_error" in p or not p:
-            return "miss", f"poseidon_cli does not import: {p.get('poseidon_error', 'no probe output')}", p
+            why = p.get("poseidon_error", "no probe output")
+            return "miss", f"poseidon_cli does not import: {why}", p
         if dry_run:
             return "pass", f"dry run on {p.get('device', 'the CPU')}", p
         if not p.get("cupy"):
@@ -399,7 +399,8 @@ def main(argv=None):
             timeout = step_timeout(remaining, step.min_s, step.cap_s,
                                    sum(s.min_s for s in steps[i + 1:]))
             if timeout is None:
-                res.status, res.detail = "no budget", f"{remaining:.0f} s left, needs {step.min_s:.0f}"
+                res.status = "no budget"
+                res.detail = f"{remaining:.0f} s left, needs {step.min_s:.0f}"
                 continue
             if step.name != "probe" and probe is not None and probe.status != "pass":
                 res.status, res.detail = "skipped", f"probe: {probe.status}"
