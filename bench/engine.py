@@ -2,16 +2,24 @@
 
 Nets come from the conformance prototxts (Data layers replaced by Input layers of the batch
 shape): LeNet (batch 64) and CIFAR-10 quick (batch 100) on the CPU; with a GPU (CuPy + torch CUDA)
-also AlexNet (batch 128). The PyTorch twin is built layer by layer from the same NetParameter
-(Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, cross-entropy) and given our
-initial weights. Both run the same thread count (``torch.set_num_threads`` and our
-``ops.threads`` pool; ``--threads 1,2`` runs each count in turn). Times are the median over
-repetitions taken in alternating blocks (``pairing.py``: drift on a shared machine hits both
-alike, and neither engine is timed while the other's OpenMP threads still spin; compare ratios
-from one run).
+also AlexNet (batch 128) and GoogLeNet (batch 32). The PyTorch twin replays the same layer graph
+by blob name (Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, Concat,
+weighted cross-entropy losses) from our initial weights and inputs. On the GPU PyTorch runs cuDNN
+in full FP32 (TF32 off), as our cuBLAS GEMMs are. Both run the same thread count
+(``torch.set_num_threads`` and our ``ops.threads`` pool; ``--threads 1,2`` runs each count in
+turn). Times are the median over repetitions taken in alternating blocks (``pairing.py``: drift on
+a shared machine hits both alike, and neither engine is timed while the other's OpenMP threads
+still spin; compare ratios from one run).
 Also prints our per-layer forward/backward medians, so the report says where the time goes.
 
-Usage: python bench/engine.py [--reps 9] [--rounds 1] [--threads 2]
+``--device gpu`` runs only the GPU configurations and exits 3 with one line when CuPy or torch
+sees no GPU; ``--device cpu`` only the CPU ones (a GPU-only net named in ``--nets`` then runs on
+the CPU too). ``--batch alexnet=8`` overrides a net's batch (small CPU stand-in runs).
+``--conformance DIR`` is the folder holding ``bvlc/...`` (default: ``shared/conformance`` in the
+checkout if present, else ``../shared/conformance`` beside it).
+
+Usage: python bench/engine.py [--reps 9] [--rounds 1] [--threads 2] [--nets lenet,alexnet]
+                              [--device auto|cpu|gpu] [--batch NET=N ...]
                               [--out bench/results/engine.json]
 """
 from __future__ import annotations
@@ -34,81 +42,118 @@ from poseidon_cli.timing import fill_inputs, substitute_data_layers
 from pairing import blocked_medians  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONF = (ROOT / ".." / "shared" / "conformance").resolve()
+
+
+def default_conformance():
+    """``shared/conformance`` inside the checkout (what travels to a GPU machine), else the
+    development layout's ``../shared/conformance``."""
+    inside = ROOT / "shared" / "conformance"
+    return inside if inside.is_dir() else (ROOT / ".." / "shared" / "conformance").resolve()
+
+
+CONF = default_conformance()
 
 NETS = [
     ("lenet", "bvlc/examples/mnist/lenet_train_test.prototxt", (64, 1, 28, 28), False),
     ("cifar10_quick", "bvlc/examples/cifar10/cifar10_quick_train_test.prototxt",
      (100, 3, 32, 32), False),
     ("alexnet", "bvlc/models/bvlc_alexnet/train_val.prototxt", (128, 3, 227, 227), True),
+    ("googlenet", "bvlc/models/bvlc_googlenet/train_val.prototxt", (32, 3, 224, 224), True),
 ]
 
 
-def build_ours(rel, shape, xp):
-    param = config.load_net_param(CONF / rel)
+def build_ours(rel, shape, xp, conf=None, edit=None):
+    """Our TRAIN net for ``conf/rel`` with Input layers of ``shape``; ``edit(param)`` may change
+    the NetParameter first (tests switch dropout off)."""
+    param = config.load_net_param(pathlib.Path(conf or CONF) / rel)
     names = [l.name for l in param.layer if l.type == "Data"]
     param = substitute_data_layers(param, shapes={n: shape for n in names})
+    if edit:
+        edit(param)
     net = Net(param, TRAIN, seed=1701, xp=xp)
     fill_inputs(net)
     return net
 
 
-def build_torch(net, torch, device):
-    """A torch callable computing the same loss from the same weights (sequential nets only)."""
+def _torch_op(layer, ntops, torch, device, params):
+    """fn(*bottom tensors) -> tuple of top tensors computing ``layer`` in PyTorch, from our
+    weights (appended to ``params``); None for layers that add nothing to the loss."""
     F = torch.nn.functional
-    ops = []
+    t = layer.type
+
+    def weight(i):
+        w = torch.tensor(backend.to_host(layer.blobs[i].data), device=device, requires_grad=True)
+        params.append(w)
+        return w
+    if t in ("Input", "Accuracy", "Silence"):
+        return None
+    if t == "Split":
+        return lambda x: (x,) * ntops
+    if t == "Convolution":
+        w = weight(0)
+        b = weight(1) if len(layer.blobs) > 1 else None
+        return lambda x, L=layer: (F.conv2d(x, w, b, L.stride, L.pad, L.dilation, L.group),)
+    if t == "Pooling":
+        def pool(x, L=layer):
+            kernel = tuple(x.shape[2:]) if L.global_pooling else L.kernel
+            fn = F.max_pool2d if L.mode == "MAX" else F.avg_pool2d
+            return (fn(x, kernel, L.stride, L.pad, ceil_mode=not L.floor),)
+        return pool
+    if t == "InnerProduct":
+        w = weight(0)
+        b = weight(1) if len(layer.blobs) > 1 else None
+        return lambda x: (F.linear(x.flatten(1), w, b),)
+    if t == "ReLU":
+        return lambda x: (F.relu(x),)
+    if t == "LRN":
+        return lambda x, L=layer: (F.local_response_norm(x, L.size, L.alpha, L.beta, L.k),)
+    if t == "Dropout":
+        return lambda x, L=layer: (F.dropout(x, L.ratio, True),)
+    if t == "Concat":
+        return lambda *xs, L=layer: (torch.cat(xs, dim=L.axis),)
+    if t == "SoftmaxWithLoss":
+        wt = float(layer.loss_weights[0])
+        return lambda x, label: (wt * F.cross_entropy(x, label),)
+    raise SystemExit(f"bench: no torch twin for layer type {t}")
+
+
+def build_torch(net, torch, device):
+    """A torch callable computing the same loss from the same weights and inputs: the layer
+    graph is replayed by blob name (branches and Concat included), losses summed with their
+    weights. The callable runs forward+backward and returns the loss tensor."""
     params = []
-    for layer in net.layers:
-        t = layer.type
-        if t in ("Input", "Split", "Accuracy"):
+    program = []   # (fn, bottom names, top names), in our execution order
+    for li, layer in enumerate(net.layers):
+        tops = list(net._top_name_lists[li])
+        fn = _torch_op(layer, len(tops), torch, device, params)
+        if fn is None:
             continue
-        if t == "Convolution":
-            w = torch.tensor(backend.to_host(layer.blobs[0].data), device=device,
-                             requires_grad=True)
-            b = torch.tensor(backend.to_host(layer.blobs[1].data), device=device,
-                             requires_grad=True) if len(layer.blobs) > 1 else None
-            params += [w] + ([b] if b is not None else [])
-            ops.append(lambda x, w=w, b=b, L=layer: F.conv2d(x, w, b, L.stride, L.pad,
-                                                             L.dilation, L.group))
-        elif t == "Pooling":
-            if layer.mode == "MAX":
-                ops.append(lambda x, L=layer: F.max_pool2d(x, L.kernel, L.stride, L.pad,
-                                                           ceil_mode=True))
-            else:
-                ops.append(lambda x, L=layer: F.avg_pool2d(x, L.kernel, L.stride, L.pad,
-                                                           ceil_mode=True))
-        elif t == "InnerProduct":
-            w = torch.tensor(backend.to_host(layer.blobs[0].data), device=device,
-                             requires_grad=True)
-            b = torch.tensor(backend.to_host(layer.blobs[1].data), device=device,
-                             requires_grad=True)
-            params += [w, b]
-            ops.append(lambda x, w=w, b=b: F.linear(x.flatten(1), w, b))
-        elif t == "ReLU":
-            ops.append(F.relu)
-        elif t == "LRN":
-            ops.append(lambda x, L=layer: F.local_response_norm(x, L.size, L.alpha, L.beta, L.k))
-        elif t == "Dropout":
-            ops.append(lambda x: F.dropout(x, 0.5, True))
-        elif t == "SoftmaxWithLoss":
-            ops.append(None)
+        program.append((fn, list(net._bottom_name_lists[li]), tops,
+                        layer.type == "SoftmaxWithLoss"))
+    inputs = {}
+    for name in net.inputs:
+        host = backend.to_host(net.blobs[name].data)
+        if host.ndim <= 1:   # labels
+            inputs[name] = torch.tensor(host.astype(np.int64), device=device)
         else:
-            raise SystemExit(f"bench: no torch twin for layer type {t}")
-    x = torch.tensor(backend.to_host(net.blobs["data"].data), device=device)
-    label = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+            inputs[name] = torch.tensor(host, device=device)
 
     def step():
         for p in params:
             p.grad = None
-        h = x
-        for op in ops:
-            if op is None:
-                h = F.cross_entropy(h, label)
-            else:
-                h = op(h)
-        h.backward()
+        blobs = dict(inputs)
+        loss = None
+        for fn, bottoms, tops, is_loss in program:
+            outs = fn(*[blobs[b] for b in bottoms])
+            for name, value in zip(tops, outs):
+                blobs[name] = value
+            if is_loss:
+                loss = outs[0] if loss is None else loss + outs[0]
+        loss.backward()
         if device != "cpu":
             torch.cuda.synchronize()
+        return loss
+    step.params = params
     return step
 
 
@@ -160,7 +205,30 @@ def _torch_full_fp32(torch):
                 pass
 
 
-def main():
+def _error(name, dev, stage, exc):
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    print(f"engine.py: {name}/{dev} failed at {stage}: {line}", flush=True)
+    return {"net": name, "device": dev, "stage": stage, "error": line}
+
+
+def _select(dev):
+    return backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
+
+
+def parse_batches(items, ap):
+    """{net: batch} from ``NET=N`` strings; ``ap.error`` (exit 2) on a bad one."""
+    known = {n for n, *_ in NETS}
+    out = {}
+    for item in items:
+        name, _, n = item.partition("=")
+        if name not in known or not n.isdigit() or int(n) < 1:
+            ap.error(f"--batch {item!r}: give NET=N with NET one of {', '.join(sorted(known))} "
+                     f"and N >= 1")
+        out[name] = int(n)
+    return out
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--rounds", type=int, default=1,
@@ -168,39 +236,79 @@ def main():
                          "ratio is the median over rounds and the range is printed")
     ap.add_argument("--threads", default=str(os.cpu_count()),
                     help="thread count(s) for both engines, comma-separated (e.g. 1,2)")
-    ap.add_argument("--nets", default="lenet,cifar10_quick,alexnet")
+    ap.add_argument("--nets", default="lenet,cifar10_quick,alexnet,googlenet")
+    ap.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    ap.add_argument("--batch", action="append", default=[], metavar="NET=N")
+    ap.add_argument("--conformance", default=None, help="folder holding bvlc/...")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    batches = parse_batches(args.batch, ap)
+    for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        os.environ.pop(key, None)
+    conf = pathlib.Path(args.conformance) if args.conformance else CONF
+    if not (conf / "bvlc").is_dir():
+        ap.exit(2, f"engine.py: error: no conformance nets in {conf} (give --conformance DIR, "
+                   f"the folder holding bvlc/)\n")
+    wanted = args.nets.split(",")
+    unknown = sorted(set(wanted) - {n for n, *_ in NETS})
+    if unknown:
+        ap.error(f"--nets: unknown net(s) {', '.join(unknown)}")
     import torch
     gpu = backend.gpu_available() and torch.cuda.is_available()
+    if args.device == "gpu" and not gpu:
+        ap.exit(3, f"engine.py: error: --device gpu: no usable GPU (CuPy sees "
+                   f"{backend.gpu_count()} device(s), torch.cuda.is_available() is "
+                   f"{torch.cuda.is_available()})\n")
     if gpu:
         _torch_full_fp32(torch)
-    wanted = args.nets.split(",")
+    devices = {"auto": ["cpu"] + (["gpu"] if gpu else []), "cpu": ["cpu"],
+               "gpu": ["gpu"]}[args.device]
+    described = {}
+    errors = []    # {net, device, stage, error}: configurations that raised
     configs = []   # (name, dev, nthreads, shape, net, torch step)
     for nthreads in [int(t) for t in args.threads.split(",")]:
         for name, rel, shape, gpu_only in NETS:
             if name not in wanted:
                 continue
-            for dev in (["gpu"] if gpu_only else ["cpu"] + (["gpu"] if gpu else [])):
-                if dev == "gpu" and not gpu:
+            if name in batches:
+                shape = (batches[name],) + shape[1:]
+            for dev in devices:
+                if dev == "cpu" and gpu_only and args.device == "auto":
                     continue
-                xp = backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
-                net = build_ours(rel, shape, xp)
-                tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
+                xp = _select(dev)
+                described[dev] = backend.device_description()
+                try:
+                    net = build_ours(rel, shape, xp, conf)
+                    tstep = build_torch(net, torch, "cuda" if dev == "gpu" else "cpu")
+                except Exception as exc:   # noqa: BLE001 - one broken net must not hide the rest
+                    errors.append(_error(name, dev, "build", exc))
+                    continue
+                finally:
+                    backend.use_cpu()
                 configs.append((name, dev, nthreads, shape, net, tstep))
-                backend.use_cpu()
     # Rounds outermost: a noisy minute on the shared machine then hits one round of every
     # configuration, not every round of one.
     times = [[] for _ in configs]
+    broken = set()
     for _ in range(args.rounds):
         for c, (name, dev, nthreads, shape, net, tstep) in enumerate(configs):
+            if c in broken:
+                continue
             torch.set_num_threads(nthreads)
             threads.set_num_threads(nthreads)
-            times[c].append(blocked_medians(ours_step(net), tstep, args.reps))
+            _select(dev)   # backend.synchronize waits for the GPU only while it is selected
+            try:
+                times[c].append(blocked_medians(ours_step(net), tstep, args.reps))
+            except Exception as exc:   # noqa: BLE001 - reported in the JSON, exit status 1
+                errors.append(_error(name, dev, "step", exc))
+                broken.add(c)
     rows = []
-    for (name, dev, nthreads, shape, net, tstep), pairs in zip(configs, times):
+    for c, ((name, dev, nthreads, shape, net, tstep), pairs) in enumerate(zip(configs, times)):
+        if c in broken:
+            continue
         torch.set_num_threads(nthreads)
         threads.set_num_threads(nthreads)
+        _select(dev)
         prof = layer_profile(net, args.reps)
         n = shape[0]
         ratios = [theirs / ours for ours, theirs in pairs]
@@ -208,6 +316,7 @@ def main():
         theirs = float(np.median([t for _, t in pairs]))
         rows.append({
             "net": name, "device": dev, "batch": n, "threads": nthreads,
+            "device_description": described[dev],
             "ours_img_s": n / ours, "torch_img_s": n / theirs,
             "ratio_ours_over_torch": float(np.median(ratios)),
             "round_ratios": [round(r, 4) for r in ratios],
@@ -232,11 +341,14 @@ def main():
     out = {"host": platform.node(), "python": platform.python_version(),
            "numpy": np.__version__, "torch": torch.__version__, "threads": args.threads,
            "cpu_count": os.cpu_count(), "loadavg": load,
-           "reps": args.reps, "rounds": args.rounds, "results": rows}
+           "torch_cuda_device": torch.cuda.get_device_name(0) if gpu else None,
+           "tf32": False if gpu else None,
+           "reps": args.reps, "rounds": args.rounds, "results": rows, "errors": errors}
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out} (load average {load})")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -13,6 +13,9 @@ Contract:
 - ``get_array_module(*arrays)`` returns ``cupy`` if any argument is a CuPy array, else ``numpy``.
 - ``to_host(a)`` returns a NumPy array (no copy for NumPy input).
 - ``asarray(a, xp=None)`` moves ``a`` to the active (or given) backend.
+- ``device_description(device_id=None)`` -> one line naming the active device (GPU name, memory,
+  CuPy and CUDA versions; or the CPU model, core count and NumPy version) for reports and
+  profiles. It never raises: what cannot be read is left out.
 """
 from __future__ import annotations
 
@@ -141,3 +144,51 @@ def synchronize():
     """Wait for queued GPU work (no-op on the CPU); used by timers."""
     if _xp is not np and _cupy is not None:
         _cupy.cuda.Device().synchronize()
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform  # noqa: PLC0415
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cuda_version(code):
+    """CUDA's integer version (major*1000 + minor*10) as 'major.minor'."""
+    return f"{code // 1000}.{(code % 1000) // 10}"
+
+
+def device_description(device_id=None) -> str:
+    """One line describing the active device, or GPU ``device_id`` when given."""
+    import os  # noqa: PLC0415
+    gpu = device_id if device_id is not None else (_device_id if _xp is not np else None)
+    if gpu is None:
+        return (f"CPU: {_cpu_model()}, {os.cpu_count() or 1} cores visible "
+                f"(NumPy {np.__version__})")
+    cp = _import_cupy()
+    if cp is None:
+        return f"GPU {gpu}: CuPy unavailable"
+    parts = []
+    try:
+        props = cp.cuda.runtime.getDeviceProperties(int(gpu))
+        name = props.get("name", b"")
+        name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        parts.append(name.strip() or "unnamed CUDA device")
+        if props.get("totalGlobalMem"):
+            parts.append(f"{props['totalGlobalMem'] / 2 ** 30:.0f} GiB")
+        if "major" in props:
+            parts.append(f"compute capability {props['major']}.{props.get('minor', 0)}")
+    except Exception:  # noqa: BLE001 - a description must not fail the report it belongs to
+        parts.append("CUDA device (properties unreadable)")
+    versions = [f"CuPy {getattr(cp, '__version__', '?')}"]
+    for label, fn in (("CUDA runtime", "runtimeGetVersion"), ("driver", "driverGetVersion")):
+        try:
+            versions.append(f"{label} {_cuda_version(int(getattr(cp.cuda.runtime, fn)()))}")
+        except Exception:  # noqa: BLE001
+            pass
+    return f"GPU {gpu}: {', '.join(parts)} ({', '.join(versions)})"

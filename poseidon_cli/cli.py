@@ -109,6 +109,8 @@ def test(**opts):
 @click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net prototxt.")
 @click.option("--iterations", type=int, default=50, show_default=True)
 @click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN", show_default=True)
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the per-layer profile (JSON) to this file.")
 @_device_options
 @user_errors
 def time_(**opts):

@@ -1,7 +1,7 @@
 """``poseidon time``: per-layer forward/backward timing of a net, like ``caffe time``.
 
-``time_net(model, iterations=50, phase="TRAIN", xp=None, out=None) -> int`` builds the net on
-array module ``xp`` (``commands/time.py`` picks it from ``--gpu``/``--cpu``), runs one warm-up
+``time_net(model, iterations=50, phase="TRAIN", xp=None, out=None, json_path=None) -> int``
+builds the net on array module ``xp`` (``commands/time.py`` picks it from ``--gpu``/``--cpu``), runs one warm-up
 forward/backward, then ``iterations`` timed passes; it prints the average per-layer forward and
 backward milliseconds, then Caffe's summary lines::
 
@@ -135,9 +135,10 @@ def time_layers(net, iterations):
     return fwd * k, bwd * k, ftot * k, btot * k, total * 1000.0
 
 
-def time_net(model, iterations=50, phase="TRAIN", xp=None, out=None):
+def time_net(model, iterations=50, phase="TRAIN", xp=None, out=None, json_path=None):
     """Print ``caffe time``'s report for prototxt ``model`` on array module ``xp`` (the current
-    backend's when None); return 0."""
+    backend's when None); return 0. ``json_path``: also write the per-layer profile there
+    (``profile.write_profile``)."""
     from .net import Net   # the engine loads only when timing is asked for
     out = out or sys.stdout
 
@@ -169,4 +170,11 @@ def time_net(model, iterations=50, phase="TRAIN", xp=None, out=None):
     say(f"Average Forward-Backward: {total / iterations:.5g} ms.")
     say(f"Total Time: {total:.5g} ms.")
     say("*** Benchmark ends ***")
+    if json_path:   # the per-layer profile the emulated cluster reads back
+        from . import profile
+        profile.write_profile(json_path, profile.net_profile(
+            net, fwd, bwd, device=backend.device_description(), forward_total_ms=ftot,
+            backward_total_ms=btot, total_ms=total / iterations, phase=phase,
+            iterations=iterations, model=model))
+        say(f"wrote profile {json_path}")
     return 0

@@ -91,3 +91,37 @@ def test_gpu_convolution_chunks_are_capped():
     n = cv._chunk(not_numpy, big, 4)
     assert n == cv._GPU_CHUNK_BYTES // per_image and 1 <= n < 64
     assert cv._chunk(np, g, 4) < 128                                # the CPU cuts much finer
+
+
+def test_device_description_names_the_gpu_and_versions(fresh_backend, monkeypatch):
+    cp = fake_cupy(2)
+    cp.__version__ = "14.2.0"
+    props = {1: {"name": b"NVIDIA H200", "totalGlobalMem": 141 * 2 ** 30, "major": 9, "minor": 0}}
+    cp.cuda.runtime.getDeviceProperties = lambda i: props[i]
+    cp.cuda.runtime.runtimeGetVersion = lambda: 13000
+    cp.cuda.runtime.driverGetVersion = lambda: 13010
+    cp.cuda.Device = lambda i: types.SimpleNamespace(use=lambda: None)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    backend.use_gpu(1)
+    text = backend.device_description()
+    assert text == ("GPU 1: NVIDIA H200, 141 GiB, compute capability 9.0 "
+                    "(CuPy 14.2.0, CUDA runtime 13.0, driver 13.1)")
+
+
+def test_device_description_survives_unreadable_properties(fresh_backend, monkeypatch):
+    cp = fake_cupy(1)
+
+    def broken(i):
+        raise RuntimeError("cudaErrorInsufficientDriver")
+    cp.cuda.runtime.getDeviceProperties = broken
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    text = backend.device_description(0)
+    assert text.startswith("GPU 0: CUDA device (properties unreadable)") and "\n" not in text
+
+
+def test_device_description_on_the_cpu(fresh_backend):
+    import os
+    text = backend.device_description()
+    assert text.startswith("CPU: ") and f"{os.cpu_count()} cores" in text
+    assert f"NumPy {np.__version__}" in text
+    assert backend._cupy_checked is False   # describing the CPU never imports CuPy

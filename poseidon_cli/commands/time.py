@@ -5,7 +5,9 @@ from ..timing import time_net
 from .common import select_device
 
 
-def run(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None) -> int:
-    """``caffe time`` for prototxt ``model`` on ``--gpu`` (first id) or the CPU; returns 0."""
+def run(model, iterations=50, phase="TRAIN", gpu=None, cpu=False, out=None, json_path=None) -> int:
+    """``caffe time`` for prototxt ``model`` on ``--gpu`` (first id) or the CPU, with the per-layer
+    profile written to ``json_path`` when given; returns 0."""
     xp = select_device(None if cpu else gpu, cpu)   # --cpu wins, as it always did here
-    return time_net(model, iterations=iterations, phase=phase, xp=xp, out=out)
+    return time_net(model, iterations=iterations, phase=phase, xp=xp, out=out,
+                    json_path=json_path)

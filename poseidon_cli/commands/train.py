@@ -5,8 +5,8 @@ sigint_effect="stop", sighup_effect="snapshot") -> exit code``.
 
 Outputs, in the run folder (:func:`common.run_dir`: ``--output-dir``, else the snapshot prefix's
 folder, else the solver file's): ``<name>.log`` (the glog-format training log, also written to
-stderr) and ``<name>.netoutputs`` (see ``solver/netoutputs.py``), ``<name>`` from
-:func:`common.run_name`. Snapshots go to ``snapshot_prefix`` as in Caffe.
+stderr), ``<name>.netoutputs`` (see ``solver/netoutputs.py``) and, when matplotlib is installed,
+``<name>.curves.png`` (the loss curve of the log), ``<name>`` from :func:`common.run_name`. Snapshots go to ``snapshot_prefix`` as in Caffe.
 
 User mistakes raise ``PoseidonError`` subclasses (the CLI prints one line and exits 2).
 """
@@ -97,4 +97,6 @@ def run(solver=None, snapshot=None, weights=None, gpu=None, cpu=False, output_di
             finally:
                 actions.uninstall()
                 close_nets([s.net] + list(s.test_nets))
+    from ..tools.log_tools import write_run_curves  # noqa: PLC0415 - matplotlib only at the end
+    write_run_curves(log_path)   # <name>.curves.png beside the log; skipped without matplotlib
     return 0
