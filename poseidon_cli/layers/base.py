@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import NetError
+from ..net_checks import layer_hint
 
 TRAIN, TEST = 0, 1
 
@@ -96,7 +97,7 @@ class Layer:
 
     def error(self, what: str) -> NetError:
         """A NetError whose message starts with this layer's name and type."""
-        return NetError(f"{self.describe()}: {what}")
+        return NetError(f"{self.describe()}: {what}", layer_hint(self.param))
 
     # -- contract ------------------------------------------------------------------------------------
     def setup(self, bottom, top):
