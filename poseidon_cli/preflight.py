@@ -17,6 +17,7 @@ subclasses naming the flag, file, line or field and what to do. Checked:
 """
 from __future__ import annotations
 
+import glob
 import os
 
 from .errors import ClusterError, ConfigError, SolverError
@@ -92,10 +93,12 @@ def _train(opts):
     if snap:
         if os.path.isdir(snap):
             raise SolverError(f"--snapshot {snap} is a folder", "give a .solverstate file")
-        if not (os.path.isfile(snap) or os.path.isfile(f"{snap}.0.0")):
+        # a cluster writes per-worker states <name>.<client>.<worker> beside (or instead of) it
+        found = [snap] if os.path.isfile(snap) else sorted(glob.glob(glob.escape(snap) + ".*.*"))
+        if not found:
             raise SolverError(f"--snapshot {snap}: no such solverstate file",
                               "pass --snapshot <prefix>_iter_<N>.solverstate as written by a snapshot")
-        state = config.load_solverstate(snap if os.path.isfile(snap) else f"{snap}.0.0")
+        state = config.load_solverstate(found[0])
         if state.iter < 0 or state.current_step < 0:
             raise SolverError(f"--snapshot {snap}: iter {state.iter} / current_step "
                               f"{state.current_step} is negative", "is it a .solverstate written by a snapshot?")
