@@ -2,7 +2,8 @@
 """Soak test: a long local cluster run of the digits example, watching every process for leaks.
 
     python bench/soak.py [--duration 600] [--clients 2] [--staleness 0] [--interval 2]
-                         [--warmup 0.25] [--max-iter N] [--keep DIR]
+                         [--warmup 0.25] [--max-iter N] [--svb auto] [--env NAME=VALUE]
+                         [--out soak.json] [--keep DIR]
 
 Starts ``poseidon train --hosts`` on loopback ports (the local launcher plus one process per
 client, each a parameter-server shard and a worker) on examples/digits, with the training LMDB
@@ -176,7 +177,8 @@ def summarize(series, warmup):
 
 
 def print_table(rows, meta):
-    print(f"\nsoak: {meta['clients']} clients, staleness {meta['staleness']}, "
+    print(f"\nsoak: {meta['clients']} clients, staleness {meta['staleness']}, svb {meta['svb']}, "
+          f"env {' '.join(meta['env']) or '-'}, "
           f"{meta['seconds']:.0f} s, iterations {meta['iterations']}, "
           f"warm-up {meta['warmup']:.0%} of {meta['samples']} samples every {meta['interval']} s")
     head = (f"{'process':<10} {'RSS warm MiB':>12} {'RSS end MiB':>11} {'growth':>7} "
@@ -200,6 +202,10 @@ def main(argv=None):
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of samples that is warm-up")
     ap.add_argument("--max-iter", type=int, default=None,
                     help="stop after this many iterations instead of after --duration")
+    ap.add_argument("--svb", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment for the run, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    ap.add_argument("--out", default="soak.json", help="file name under bench/results/")
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args(argv)
 
@@ -209,10 +215,13 @@ def main(argv=None):
         make_data(work)
     prepare(work, args.clients, args.max_iter or 10 ** 8)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for item in args.env:
+        name, _, value = item.partition("=")
+        env[name] = value
     log_path = os.path.join(work, "launcher.log")
     cmd = POSEIDON + ["train", "--solver", os.path.join(work, "digits_solver.prototxt"),
                       "--hosts", os.path.join(work, "hosts.txt"), "--cpu",
-                      "--staleness", str(args.staleness), "--output-dir", os.path.join(work, "run")]
+                      "--staleness", str(args.staleness), "--svb", args.svb, "--output-dir", os.path.join(work, "run")]
     series: dict[str, list] = {}
     t0 = time.monotonic()
     with open(log_path, "wb") as log:
@@ -242,7 +251,8 @@ def main(argv=None):
                     proc.wait()
     rc = proc.returncode
     rows = summarize(series, args.warmup)
-    meta = {"clients": args.clients, "staleness": args.staleness, "seconds": seconds,
+    meta = {"clients": args.clients, "staleness": args.staleness, "svb": args.svb,
+            "env": args.env, "seconds": seconds,
             "iterations": iterations, "interval": args.interval, "warmup": args.warmup,
             "samples": max((len(v) for v in series.values()), default=0),
             "finished_by_itself": finished, "launcher_rc": rc,
@@ -253,7 +263,7 @@ def main(argv=None):
         print(f"\nthe run failed (launcher exit code {rc}); last lines of {log_path}:")
         print("".join(open(log_path, errors="replace").readlines()[-20:]))
     os.makedirs(RESULTS, exist_ok=True)
-    out = os.path.join(RESULTS, "soak.json")
+    out = os.path.join(RESULTS, args.out)
     with open(out, "w") as fh:
         json.dump({"meta": meta, "processes": rows, "samples": series}, fh, indent=1)
     print(f"\nwrote {out}")
