@@ -81,13 +81,13 @@ def _train(opts):
     prefix = param.snapshot_prefix
     if prefix and (param.snapshot > 0 or param.snapshot_after_train):
         folder = os.path.dirname(os.path.abspath(prefix))
-        loc = where(solver, field_line(text, "snapshot_prefix"))
+        loc = where(solver, field_line(text, "snapshot_prefix", top_level=True))
         _creatable_dir(folder, f"{loc}: snapshot_prefix folder", "fix snapshot_prefix")
     for path in _weight_list(opts.get("weights")):
         _weights_file("--weights", path)
     if not opts.get("weights") and not opts.get("snapshot"):
         for i, path in enumerate(param.weights):
-            loc = where(solver, field_line(text, "weights", i))
+            loc = where(solver, field_line(text, "weights", i, top_level=True))
             _weights_file(f"{loc}: weights", config.resolve_path(path, os.path.dirname(os.path.abspath(solver))))
     snap = opts.get("snapshot")
     if snap:
@@ -106,9 +106,7 @@ def _train(opts):
 
 def _solver_param(config, path):
     from ._proto import caffe_pb2
-    config.read_text(path, caffe_pb2.SolverParameter())  # the parse error, with its line, first
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    _, text = config.read_text_source(path, caffe_pb2.SolverParameter())
     return config.load_solver_param(path), text
 
 

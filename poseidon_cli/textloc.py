@@ -1,7 +1,8 @@
 """Where a field or a layer sits in a prototxt, so an error can name ``file:line``.
 
-``field_line(text, field, nth=0)``: 1-based line of the ``nth`` ``field:`` (or ``field {``) at
-any depth, ignoring ``#`` comments; None when absent.
+``field_line(text, field, nth=0, top_level=False)``: 1-based line of the ``nth`` ``field:`` (or
+``field {``), ignoring ``#`` comments, at any depth or (``top_level``) outside every ``{ }``
+block; None when absent.
 ``layer_line(text, name)``: line of the first ``name: "<name>"`` (a layer's name); None if absent.
 ``where(path, line)``: ``"path:line"``, or ``path`` when the line is unknown.
 """
@@ -15,14 +16,19 @@ def _lines(text: str):
         yield no, raw.split("#", 1)[0]
 
 
-def field_line(text: str, field: str, nth: int = 0) -> int | None:
-    pat = re.compile(rf"(?:^|[\s{{]){re.escape(field)}\s*[:{{]")
-    seen = 0
+def field_line(text: str, field: str, nth: int = 0, top_level: bool = False) -> int | None:
+    pat = re.compile(rf"(?:^|[\s{{}}]){re.escape(field)}\s*[:{{]")
+    seen, depth = 0, 0
     for no, line in _lines(text or ""):
-        for _ in pat.finditer(line):
+        for m in pat.finditer(line):
+            start = m.start() + (0 if line[m.start():].startswith(field) else 1)
+            level = depth + line.count("{", 0, start) - line.count("}", 0, start)
+            if top_level and level != 0:
+                continue
             if seen == nth:
                 return no
             seen += 1
+        depth += line.count("{") - line.count("}")
     return None
 
 

@@ -31,7 +31,7 @@ def check_solver_param(param, path: str, text: str | None = None) -> None:
     p = param
 
     def fail(field, what, hint=None, nth=0):
-        loc = where(path, field_line(text, field, nth))
+        loc = where(path, field_line(text, field, nth, top_level=True))
         raise SolverError(f"{loc}: {what}", hint)
 
     nets = [f for f in ("net", "train_net") if getattr(p, f)]
