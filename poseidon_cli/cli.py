@@ -11,7 +11,9 @@ import sys
 import click
 
 from . import __version__
+from . import preflight
 from .errors import PoseidonError
+from .usage import PoseidonGroup
 
 
 def _fail(message: str, code: int = 2):
@@ -26,6 +28,7 @@ def user_errors(fn):
         ctx = click.get_current_context()
         debug = bool(ctx.find_root().params.get("debug"))
         try:
+            preflight.check(fn.__name__, kwargs)
             return fn(*args, **kwargs)
         except PoseidonError as exc:
             if debug:
@@ -38,7 +41,8 @@ def user_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=PoseidonGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="poseidon")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 def main(debug):

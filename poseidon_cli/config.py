@@ -28,6 +28,7 @@ import re
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
+from . import net_checks
 from ._proto import caffe_pb2
 from .errors import ConfigError
 
@@ -49,6 +50,11 @@ def _hint_for(msg: str) -> str:
 
 def read_text(path, message):
     """Parse prototxt ``path`` into protobuf ``message``; ConfigError names file:line:col."""
+    return read_text_source(path, message)[0]
+
+
+def read_text_source(path, message):
+    """``read_text`` that also returns the file's text: ``(message, text)``."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -58,6 +64,9 @@ def read_text(path, message):
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read as prototxt text ({exc.__class__.__name__})",
                           "give a text .prototxt file") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: holds NUL bytes, not prototxt text",
+                          "give a text .prototxt file (is it a binary .caffemodel?)")
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
@@ -66,7 +75,7 @@ def read_text(path, message):
         where = f"{path}:{m.group(1)}:{m.group(2)}" if m else path
         detail = m.group(3) if m else msg
         raise ConfigError(f"{where}: {detail.strip()}", _hint_for(detail)) from None
-    return message
+    return message, text
 
 
 def read_binary(path, message, what: str | None = None):
@@ -457,8 +466,10 @@ def upgrade_solver(solver, where="solver"):
 def load_net_param(path, resolve: bool = True):
     """Read a net prototxt, upgrade it to the current format, resolve data paths."""
     path = os.fspath(path)
-    net = read_text(path, caffe_pb2.NetParameter())
+    net, text = read_text_source(path, caffe_pb2.NetParameter())
     upgrade_net(net, where=path)
+    net_checks.remember(path, text, net)
+    net_checks.check_net_param(net, path, text)
     if resolve:
         _resolve_layer_paths(net, os.path.dirname(os.path.abspath(path)))
     return net
@@ -473,7 +484,7 @@ def resolve_net_paths(net, base_dir):
 def load_solver_param(path):
     """Read a solver prototxt; upgrade solver_type; resolve net and snapshot paths."""
     path = os.fspath(path)
-    solver = read_text(path, caffe_pb2.SolverParameter())
+    solver, text = read_text_source(path, caffe_pb2.SolverParameter())
     upgrade_solver(solver, where=path)
     base = os.path.dirname(os.path.abspath(path))
     if solver.net:
@@ -487,11 +498,18 @@ def load_solver_param(path):
     for field in ("net_param", "train_net_param"):
         if solver.HasField(field):
             upgrade_net(getattr(solver, field), where=f"{path}: {field}")
+            _inline_net_checks(getattr(solver, field), path, text)
             _resolve_layer_paths(getattr(solver, field), base)
     for tn in solver.test_net_param:
         upgrade_net(tn, where=f"{path}: test_net_param")
+        _inline_net_checks(tn, path, text)
         _resolve_layer_paths(tn, base)
     return solver
+
+
+def _inline_net_checks(net, path, text):
+    net_checks.remember(path, text, net)
+    net_checks.check_net_param(net, path, text)
 
 
 def load_caffemodel(path):

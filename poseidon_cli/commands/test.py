@@ -14,6 +14,7 @@ import numpy as np
 from .. import backend, config
 from ..context import TEST
 from ..errors import ConfigError, SolverError
+from ..net_checks import weights_named
 from ..solver.log import TrainLog, fmt
 from .common import close_nets, package_logging, select_device
 
@@ -42,7 +43,8 @@ def run(model=None, weights=None, iterations=50, gpu=None, cpu=False, log=None) 
                 if not any(lp.name in names and len(lp.blobs) for lp in m.layer):
                     raise SolverError(f"{path}: no layer of this model matches a layer of net "
                                       f"'{net.name}' by name", "is it the model's .caffemodel?")
-                net.copy_from(m)
+                with weights_named(path):
+                    net.copy_from(m)
             log.info(f"Running for {iterations} iterations.")
             scores, loss, meta = None, 0.0, []
             for i in range(iterations):

@@ -260,7 +260,8 @@ class AtomicLMDBWriter:
                             "delete it or choose another output name")
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
-            raise DataError(f"output directory '{parent}' does not exist")
+            raise DataError(f"output directory '{parent}' does not exist",
+                            "create it first or write elsewhere")
         self.tmp = f"{self.path}.partial-{os.getpid()}"
         if os.path.exists(self.tmp):
             shutil.rmtree(self.tmp)

@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 
 from ..errors import NetError
+from ..net_checks import layer_location
 from .base import TEST, TRAIN, Layer
 
 _REGISTRY: dict[str, type] = {}
@@ -58,8 +59,9 @@ def create_layer(param, phase: int = TRAIN) -> Layer:
     _load_all()
     cls = _REGISTRY.get(param.type)
     if cls is None:
-        raise NetError(f"layer '{param.name}': unknown layer type '{param.type}' "
-                       f"(known types: {', '.join(sorted(_REGISTRY))})")
+        loc = layer_location(param.name)
+        raise NetError(f"{loc + ': ' if loc else ''}layer '{param.name}': unknown layer type "
+                       f"'{param.type}'", f"use one of {', '.join(sorted(_REGISTRY))}")
     return cls(param, phase)
 
 

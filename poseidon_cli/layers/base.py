@@ -30,6 +30,7 @@ import numpy as np
 from .. import backend
 from ..context import TEST, TRAIN, RunContext  # noqa: F401 - re-exported for layers
 from ..errors import NetError
+from ..net_checks import layer_hint
 
 
 class Layer:
@@ -71,7 +72,7 @@ class Layer:
 
     def error(self, what: str) -> NetError:
         """A NetError whose message starts with this layer's name and type."""
-        return NetError(f"{self.describe()}: {what}")
+        return NetError(f"{self.describe()}: {what}", layer_hint(self.param))
 
     # -- contract ------------------------------------------------------------------------------------
     def setup(self, bottom, top):

@@ -37,10 +37,16 @@ class HDF5DataLayer(Layer):
         if not os.path.isfile(p.source):
             raise DataError(f"{self.describe()}: hdf5_data_param.source {p.source} does not exist",
                             "give a text file listing one .h5 file per line")
-        with open(p.source) as f:
-            self.files = [line.strip() for line in f if line.strip()]
+        try:
+            with open(p.source, encoding="utf-8") as f:
+                self.files = [line.strip() for line in f if line.strip()]
+        except UnicodeDecodeError:
+            raise DataError(f"{self.describe()}: hdf5_data_param.source {p.source} is not a text "
+                            f"list of files", "list the .h5 files in a text file, one per line, "
+                            "and give that file as source") from None
         if not self.files:
-            raise DataError(f"{self.describe()}: {p.source} lists no HDF5 files")
+            raise DataError(f"{self.describe()}: {p.source} lists no HDF5 files",
+                            "write one .h5 path per line")
         self.shuffle = bool(p.shuffle)
         self.names = list(self.param.top)
         self._order = list(range(len(self.files)))
@@ -53,23 +59,38 @@ class HDF5DataLayer(Layer):
         path = self.files[index]
         if not os.path.isfile(path):
             raise DataError(f"{self.describe()}: HDF5 file {path} (listed in "
-                            f"{self.param.hdf5_data_param.source}) does not exist")
+                            f"{self.param.hdf5_data_param.source}) does not exist",
+                            "fix the list (relative paths are read from the working directory)")
         arrays = {}
-        with self._h5py.File(path, "r") as f:
+        try:
+            f = self._h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.describe()}: {path} (listed in "
+                            f"{self.param.hdf5_data_param.source}) is not a readable HDF5 file "
+                            f"({exc})", "list only .h5 files written by h5py or Caffe") from None
+        with f:
             for name in self.names:
                 if name not in f:
                     raise DataError(f"{self.describe()}: {path} has no dataset '{name}' "
-                                    f"(datasets: {', '.join(f.keys())})")
-                arrays[name] = np.asarray(f[name], dtype=self.dtype)
+                                    f"(datasets: {', '.join(f.keys())})",
+                                    "name the layer's tops after the file's datasets")
+                try:
+                    arrays[name] = np.asarray(f[name], dtype=self.dtype)
+                except (TypeError, ValueError, OSError) as exc:
+                    raise DataError(f"{self.describe()}: dataset '{name}' in {path} does not "
+                                    f"hold numbers ({exc})",
+                                    "store numeric arrays (float or int) in the file") from None
         rows = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
         if len(rows) != 1 or 0 in rows:
             raise DataError(f"{self.describe()}: datasets in {path} have different or zero row "
-                            f"counts: " + ", ".join(f"{n} {a.shape}" for n, a in arrays.items()))
+                            f"counts: " + ", ".join(f"{n} {a.shape}" for n, a in arrays.items()),
+                            "give every dataset the same number of rows (the first axis)")
         if hasattr(self, "item_shapes"):
             for name, a in arrays.items():
                 if a.shape[1:] != self.item_shapes[name]:
                     raise DataError(f"{self.describe()}: dataset '{name}' in {path} has items "
-                                    f"{a.shape[1:]}, earlier files {self.item_shapes[name]}")
+                                    f"{a.shape[1:]}, earlier files {self.item_shapes[name]}",
+                                    "give every listed file the same item shapes")
         else:
             self.item_shapes = {n: a.shape[1:] for n, a in arrays.items()}
         self.arrays = arrays

@@ -221,6 +221,7 @@ def history_from_state(state, params, num_history: int, where: str, xp):
         values = blobproto_to_array(bp)
         if values.size != p.count:
             raise SolverError(f"{where}: history blob {k} has {values.size} values but learnable "
-                              f"param {k % len(params)} has shape {tuple(p.shape)}")
+                              f"param {k % len(params)} has shape {tuple(p.shape)}",
+                              "resume with the net and solver type that wrote this snapshot")
         out.append(xp.asarray(values.reshape(p.shape).astype(p.dtype)))
     return out

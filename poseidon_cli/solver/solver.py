@@ -50,6 +50,7 @@ from .. import backend, config
 from .._proto import caffe_pb2
 from ..errors import SolverError
 from ..context import TEST, TRAIN, RunContext
+from ..net_checks import weights_named
 from . import snapshot as snap
 from . import updates
 from .log import TrainLog, fmt
@@ -226,9 +227,10 @@ class Solver:
                                   "fine-tuning copies weights by layer name; rename the layers")
             self.log.info(f"Finetuning from {path} ({len(matching)} layer(s) copied)")
             source = path if path.endswith(".h5") else model   # .h5 holds shared params once
-            self.net.copy_from(source)
-            for tn in self.test_nets:
-                tn.copy_from(source)
+            with weights_named(path):
+                self.net.copy_from(source)
+                for tn in self.test_nets:
+                    tn.copy_from(source)
 
     # -- the loop ----------------------------------------------------------------------------------
     def solve(self, resume_file=None):

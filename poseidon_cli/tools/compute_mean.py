@@ -60,6 +60,7 @@ def write_mean(db, out_path) -> np.ndarray:
     mean = compute_mean(db)
     out_dir = os.path.dirname(os.path.abspath(os.fspath(out_path)))
     if not os.path.isdir(out_dir):
-        raise DataError(f"output directory '{out_dir}' does not exist")
+        raise DataError(f"output directory '{out_dir}' does not exist",
+                        "create it first or write the mean file elsewhere")
     config.write_binary(mean_to_blobproto(mean), os.fspath(out_path))
     return mean

@@ -58,7 +58,7 @@ def convert_cifar10(input_dir, output_dir) -> dict:
     src = _input_dir(input_dir)
     out = os.fspath(output_dir)
     if not os.path.isdir(out):
-        raise DataError(f"output directory '{out}' does not exist")
+        raise DataError(f"output directory '{out}' does not exist", "create it first")
     # Read and validate every input before writing anything.
     train = [read_cifar_batch(os.path.join(src, f)) for f in TRAIN_FILES]
     test = read_cifar_batch(os.path.join(src, TEST_FILE))

@@ -36,6 +36,8 @@ def load_digits_uint8(size: int = 28):
 
 def write_digits(out_dir, size: int = 28, test_count: int = 297) -> dict:
     out = os.fspath(out_dir)
+    if size < 1:
+        raise DataError(f"--size must be >= 1 pixel, got {size}", "use e.g. --size 28")
     os.makedirs(out, exist_ok=True)
     images, labels = load_digits_uint8(size)
     if not 0 < test_count < len(labels):
