@@ -68,8 +68,12 @@ def test_run_dir_that_cannot_be_made_is_one_line(tmp_path):
 def test_unknown_machine_in_a_remote_hosts_file_is_one_line_exit_2(tmp_path):
     hosts = tmp_path / "hosts.txt"
     hosts.write_text("0 10.255.0.1 9000\n1 10.255.0.2 9000\n")
-    r = CliRunner().invoke(main, ["train", "--solver", str(tmp_path / "s.prototxt"), "--hosts",
-                                  str(hosts)])
+    (tmp_path / "n.prototxt").write_text(
+        'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n')
+    solver = tmp_path / "s.prototxt"   # a valid solver: only the hosts file is wrong
+    solver.write_text(f'net: "{tmp_path / "n.prototxt"}"\nbase_lr: 0.01\nlr_policy: "fixed"\n'
+                      'max_iter: 1\n')
+    r = CliRunner().invoke(main, ["train", "--solver", str(solver), "--hosts", str(hosts)])
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("poseidon: error: ")
