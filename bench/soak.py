@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,15 +46,8 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 POSEIDON = [sys.executable, "-m", "poseidon_cli.cli"]
 RSS_GROWTH_LIMIT = 0.05
 
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from digits_cluster import free_ports  # noqa: E402 - one free-port helper for the benches
 
 
 def make_data(work):
