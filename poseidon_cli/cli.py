@@ -78,11 +78,23 @@ def _device_options(fn):
 @click.option("--workers-per-client", type=int, default=None,
               help="Worker processes per hosts-file line (default: one per --gpu id, else 1).")
 @click.option("--worker-index", type=int, default=None, hidden=True)
+@click.option("--emulate-compute", default=None, type=click.Path(dir_okay=False), metavar="PROFILE",
+              help="Do not compute: every layer takes the time this GPU profile (JSON) gives; "
+                   "shapes, bytes and communication stay real (see poseidon_cli/emulate.py).")
+@click.option("--dilation", type=float, default=None,
+              help="With --emulate-compute: slow every layer by this factor (time dilation).")
+@click.option("--jitter", type=float, default=None,
+              help="With --emulate-compute: per-iteration lognormal slowdown sigma (stragglers).")
 @user_errors
 def train(**opts):
     """Train (or fine-tune, or resume) a net described by a solver prototxt."""
     if opts["snapshot"] and opts["weights"]:
         raise PoseidonError("give either --snapshot (resume) or --weights (fine-tune), not both")
+    if opts["emulate_compute"]:
+        from . import emulate
+        emulate.configure(opts["emulate_compute"], opts["dilation"] or 1.0, opts["jitter"] or 0.0)
+    elif opts["dilation"] is not None or opts["jitter"] is not None:
+        raise PoseidonError("--dilation and --jitter only apply with --emulate-compute PROFILE")
     if opts["hosts"]:
         from .distributed.launch import train_distributed
         sys.exit(train_distributed(**opts) or 0)

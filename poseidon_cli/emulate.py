@@ -15,7 +15,8 @@ same order and at the moments that device's compute would allow.
                 ...],
      "source": "how the numbers were obtained"}
 
-``batch`` must equal the net's batch (the first axis of its first input or data top). Layers of the
+``batch`` must equal the TRAIN net's batch (the first axis of its first input or data top); a TEST
+net of another batch gets its times in proportion to its batch. Layers of the
 net absent from the profile (e.g. inserted Split layers) take no time; a profile layer absent from
 the net is an error (a profile of another net). Extra keys are kept and ignored.
 
@@ -34,7 +35,7 @@ timing and traffic, never for accuracy.
 
 **Where it hooks in.** The Solver builds its nets through :func:`make_net`, which is ``Net(...)``
 unless :func:`configure` was called (the CLI does, from the train options). Data and ImageData
-layers become Input layers of the batch's shape (no database is read). ``apply(net, emulation)``
+layers become Input layers of their batch's shape (no database is read). ``apply(net, emulation)``
 turns any built Net into a stand-in (tests and benches use it directly).
 """
 from __future__ import annotations
@@ -192,8 +193,7 @@ class Pacer:
     factor`` where ``factor`` is this iteration's jitter draw (``new_iteration``). Lateness of a
     sleep (up to MAX_CARRY_S) is taken off the next one, so the sum over many layers holds."""
 
-    def __init__(self, dilation=1.0, jitter=0.0, seed=0, rank=0, sleep=time.sleep,
-                 clock=time.perf_counter):
+    def __init__(self, dilation=1.0, jitter=0.0, seed=0, rank=0, sleep=None, clock=None):
         self.dilation = float(dilation)
         self.jitter = float(jitter)
         self.rng = np.random.default_rng([int(seed), int(rank)])
@@ -201,7 +201,8 @@ class Pacer:
         self.factors = []        # one per iteration, for reports and tests
         self.spent_s = 0.0       # intended seconds so far
         self._carry = 0.0
-        self._sleep, self._clock = sleep, clock
+        self._sleep = sleep or (lambda s: time.sleep(s))
+        self._clock = clock or (lambda: time.perf_counter())
 
     def new_iteration(self):
         if self.jitter > 0:
@@ -232,7 +233,10 @@ def apply(net, emulation: Emulation):
     prof = emulation.profile
     where = prof.path or "profile"
     batch = net_batch(net)
-    if batch != prof.batch:
+    scale = 1.0
+    if batch != prof.batch and getattr(net, "phase", 0) != 0:
+        scale = batch / prof.batch   # a TEST net: forward times in proportion to its batch
+    elif batch != prof.batch:
         raise ConfigError(f"{where}: profile batch {prof.batch} but the net's batch is {batch}",
                           f"use a profile measured at batch {batch}, or set the net's batch_size "
                           f"to {prof.batch}")
@@ -247,7 +251,8 @@ def apply(net, emulation: Emulation):
     net.emulation = emulation
     net.pacer = pacer
     for li, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
-        _patch(layer, li, prof.forward_ms.get(name, 0.0), prof.backward_ms.get(name, 0.0), pacer)
+        _patch(layer, li, scale * prof.forward_ms.get(name, 0.0),
+               scale * prof.backward_ms.get(name, 0.0), pacer)
     return net
 
 
@@ -295,12 +300,13 @@ def make_net(net_cls, source, phase, **kwargs):
     emu = _active
     if emu is None:
         return net_cls(source, phase, **kwargs)
-    return apply(net_cls(stand_in_param(source, emu.profile.batch), phase, **kwargs), emu)
+    return apply(net_cls(stand_in_param(source), phase, **kwargs), emu)
 
 
-def stand_in_param(source, batch):
+def stand_in_param(source, batch=None):
     """NetParameter of ``source`` (path or NetParameter) with its Data/ImageData layers turned
-    into Input layers of batch ``batch`` (no database is opened; include/exclude rules kept)."""
+    into Input layers of the same shape (``batch``: of that batch instead); no database is opened;
+    include/exclude rules are kept."""
     from . import config
     from ._proto import caffe_pb2
     from .timing import substitute_data_layers

@@ -23,6 +23,7 @@ _FORWARD = {
     "staleness": "--staleness", "svb": "--svb", "gpu": "--gpu", "snapshot": "--snapshot",
     "weights": "--weights", "sigint_effect": "--sigint-effect", "sighup_effect": "--sighup-effect",
     "deadline": "--deadline", "workers_per_client": "--workers-per-client",
+    "emulate_compute": "--emulate-compute", "dilation": "--dilation", "jitter": "--jitter",
 }
 
 
