@@ -126,6 +126,26 @@ def time_(**opts):
     sys.exit(time_net(**opts) or 0)
 
 
+@main.command()
+@click.option("--profile", required=True, type=click.Path(dir_okay=False),
+              help="Per-layer GPU profile (JSON, e.g. bench/profiles/alexnet_b256_k20.json).")
+@click.option("--model", default=None, type=click.Path(dir_okay=False),
+              help="Net prototxt (default: the profile's 'model').")
+@click.option("--nodes", default="1,2,4,8", show_default=True, help="Node counts, comma-separated.")
+@click.option("--link", default="40gbit", show_default=True, help="Link rate of every node (full duplex).")
+@click.option("--staleness", default="0", show_default=True, help="SSP staleness values, comma-separated.")
+@click.option("--svb", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--jitter", type=float, default=0.0, show_default=True,
+              help="Lognormal sigma of each worker's per-iteration compute time.")
+@click.option("--no-overlap", is_flag=True, help="Communicate after the whole backward.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Also write JSON here.")
+@user_errors
+def plan(**opts):
+    """Predict iteration time and speedup on N nodes from a profile (no cluster needed)."""
+    from .plan import run_plan
+    sys.exit(run_plan(**opts) or 0)
+
+
 @main.command(name="upgrade-net")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
