@@ -50,9 +50,10 @@ import numpy as np
 
 from .errors import ConfigError
 
-# A sleep can wake up late; the next layer's sleep is shortened by at most this much lateness so
-# that many short layers add up to the profile's sum without absorbing a real stall.
-MAX_CARRY_S = 0.002
+# A sleep can wake up late (timer slack; on a busy machine, waiting for a CPU or for the GIL held
+# by communication threads). A GPU would have kept computing, so the lateness is taken off the
+# next sleeps, up to this much; time spent outside the sleeps (hooks, waits) is never taken off.
+MAX_CARRY_S = 1.0
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Emulation:
 class Pacer:
     """Spends emulated compute time for one net replica: ``spend(ms)`` sleeps ``ms · dilation ·
     factor`` where ``factor`` is this iteration's jitter draw (``new_iteration``). Lateness of a
-    sleep (up to MAX_CARRY_S) is taken off the next one, so the sum over many layers holds."""
+    sleep (up to MAX_CARRY_S) is taken off the next ones, so the sum over many layers holds."""
 
     def __init__(self, dilation=1.0, jitter=0.0, seed=0, rank=0, sleep=None, clock=None):
         self.dilation = float(dilation)

@@ -102,11 +102,24 @@ def test_lateness_is_carried_so_the_sum_holds():
 
 
 def test_lateness_carry_is_bounded():
-    fake = FakeTime(late=0.5)   # a stall is not taken off the following layers
+    fake = FakeTime(late=emulate.MAX_CARRY_S + 5.0)   # a long stall is not all taken off
     p = emulate.Pacer(sleep=fake.sleep, clock=fake.clock)
     p.spend(10.0)
-    p.spend(10.0)
-    assert fake.sleeps[1] == pytest.approx(0.010 - emulate.MAX_CARRY_S)
+    p.spend(2000.0)
+    assert fake.sleeps[1] == pytest.approx(2.0 - emulate.MAX_CARRY_S)
+
+
+def test_lateness_carries_over_layers_shorter_than_it():
+    fake = FakeTime()
+    p = emulate.Pacer(sleep=fake.sleep, clock=fake.clock)
+    p.spend(1.0)
+    fake.t += 0.0035            # woke 3.5 ms late (a busy machine)
+    p._carry = 0.0035
+    for _ in range(3):
+        p.spend(1.0)            # 1 ms each: skipped while the lateness lasts
+    assert fake.sleeps == pytest.approx([0.001])
+    p.spend(1.0)
+    assert fake.sleeps[-1] == pytest.approx(0.0005)
 
 
 def test_jitter_is_seeded_lognormal_per_rank():
