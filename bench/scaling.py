@@ -102,6 +102,7 @@ def run_cluster(cl, solver, profile, n, staleness, svb, overlap, dilation, jitte
     hosts = run_dir / "hosts.txt"
     hosts.write_text("".join(f"{k} {cl.addresses[k]} {PORT}\n" for k in range(n)))
     procs = []
+    before = link_totals(cl, n)
     for k in range(n):
         argv = POSEIDON + ["train", "--solver", solver, "--hosts", hosts, "--client-id", k,
                            "--output-dir", run_dir, "--cpu", "--staleness", staleness, "--svb", svb,
@@ -114,7 +115,6 @@ def run_cluster(cl, solver, profile, n, staleness, svb, overlap, dilation, jitte
         log = open(run_dir / f"client{k}.log", "w")
         procs.append((cl.run_in(k, argv, stdout=log, stderr=subprocess.STDOUT), log))
     t_end = time.monotonic() + timeout
-    before = link_totals(cl, n)
     for p, log in procs:
         try:
             rc = p.wait(max(1.0, t_end - time.monotonic()))
