@@ -109,7 +109,11 @@ def build(spec):
     return Net(emulate.stand_in_param(str(src), spec["batch"]), "TRAIN")
 
 
-def main():
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="derive the GPU profiles from published totals")
+    ap.add_argument("--out-dir", default=str(HERE))
+    out_dir = pathlib.Path(ap.parse_args(argv).out_dir)
     written = []
     for key, spec in NETS.items():
         net = build(spec)
@@ -138,7 +142,7 @@ def main():
                                  "FLOPs (conv, fc) and bytes (other layers); current GPU: the same "
                                  "fraction of its FP32 peak and bandwidth (assumption)",
                    "layers": layers}
-            out = HERE / f"{key}_b{spec['batch']}_{dev_key}.json"
+            out = out_dir / f"{key}_b{spec['batch']}_{dev_key}.json"
             out.write_text(json.dumps(doc, indent=1) + "\n")
             written.append((out.name, total, efficiency, params))
     print(f"{'profile':<28} {'iteration ms':>12} {'of FP32 peak':>12} {'params':>12}")
