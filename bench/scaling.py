@@ -96,7 +96,7 @@ def startup_bytes(layers, n, svb):
 
 
 def run_cluster(cl, solver, profile, n, staleness, svb, overlap, dilation, jitter, workdir,
-                timeout, skip):
+                timeout, skip, iters):
     run_dir = workdir / f"n{n}_s{staleness}_{svb}_{'ov' if overlap else 'noov'}"
     run_dir.mkdir()
     hosts = run_dir / "hosts.txt"
@@ -115,7 +115,8 @@ def run_cluster(cl, solver, profile, n, staleness, svb, overlap, dilation, jitte
         log = open(run_dir / f"client{k}.log", "w")
         procs.append((cl.run_in(k, argv, stdout=log, stderr=subprocess.STDOUT), log))
     t_end = time.monotonic() + timeout
-    for p, log in procs:
+    exit_errors = []
+    for k, (p, log) in enumerate(procs):
         try:
             rc = p.wait(max(1.0, t_end - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -123,7 +124,12 @@ def run_cluster(cl, solver, profile, n, staleness, svb, overlap, dilation, jitte
         log.close()
         if rc != 0:
             tail = pathlib.Path(log.name).read_text()[-3000:]
-            raise RuntimeError(f"{run_dir.name}: client exit code {rc}\n{tail}")
+            st = run_dir / f"stats.client{k}.json"
+            done = json.loads(st.read_text())["iterations"] if st.exists() else []
+            if len(done) < iters:   # failed before the end: no measurement
+                raise RuntimeError(f"{run_dir.name}: client {k} exit code {rc}\n{tail}")
+            # every iteration ran; the failure is in leaving (reported, measurement kept)
+            exit_errors.append(f"client {k}: " + (tail.strip().splitlines() or ["?"])[-1])
     stats = [json.loads((run_dir / f"stats.client{k}.json").read_text()) for k in range(n)]
     walls = [x["wall_s"] for st in stats for x in st["iterations"][skip:] if x["wall_s"] is not None]
     cpus = [statistics.fmean([x["cpu_s"] for x in st["iterations"][skip:] if x["cpu_s"] is not None]
@@ -133,7 +139,7 @@ def run_cluster(cl, solver, profile, n, staleness, svb, overlap, dilation, jitte
     return {"iteration_s": statistics.fmean(walls), "cpu_s_per_iter": sum(cpus),
             "run_bytes_per_node": statistics.fmean(moved),
             "payload_bytes_per_node": statistics.fmean(payload),
-            "iterations": len(stats[0]["iterations"]),
+            "iterations": len(stats[0]["iterations"]), "exit_errors": exit_errors,
             "sfb_layers": [r.get("layer") for r in stats[0].get("sfb_decisions", [])
                            if r.get("scheme") == "sfb"]}
 
@@ -230,8 +236,15 @@ def main(argv=None):
                             if n == 1:
                                 res = dict(single)
                             else:
-                                res = run_cluster(cl, solver, profile, n, s, svb, ov, D, a.jitter,
-                                                  workdir, a.timeout, skip)
+                                try:
+                                    res = run_cluster(cl, solver, profile, n, s, svb, ov, D, a.jitter,
+                                                      workdir, a.timeout, skip, a.iters)
+                                except RuntimeError as exc:
+                                    print(f"  n={n} s={s} svb={svb}: FAILED: {exc}", flush=True)
+                                    doc.setdefault("failed", []).append(
+                                        {"nodes": n, "staleness": s, "svb": svb, "overlap": ov,
+                                         "error": str(exc)[-2000:]})
+                                    continue
                             pred = plan.simulate(layers, n, real_bps, s, svb, ov, a.jitter,
                                                  batch=prof.batch)
                             it = res["iteration_s"] / D
@@ -252,7 +265,8 @@ def main(argv=None):
                                    "cpu_share": res["cpu_s_per_iter"] / (res["iteration_s"] * os.cpu_count()),
                                    "predicted_iteration_s": pred.iteration_s,
                                    "predicted_speedup": pred.speedup,
-                                   "sfb_layers": res.get("sfb_layers", [])}
+                                   "sfb_layers": res.get("sfb_layers", []),
+                                   "exit_errors": res.get("exit_errors", [])}
                             row["cpu_bound"] = row["cpu_share"] > CPU_BOUND
                             doc["rows"].append(row)
                             print(f"  n={n} s={s} svb={svb} overlap={'on' if ov else 'off'}: "
