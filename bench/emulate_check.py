@@ -13,6 +13,9 @@ For each shipped K20 profile (AlexNet b256, GoogLeNet b32), on this machine:
    shapes (AlexNet fc6 9216->4096 37,752,832 parameters, fc7 16,781,312, fc8 4,097,000).
 4. **cluster** (AlexNet only): a 2-client loopback cluster of the stand-in, bytes each client
    counted per iteration (its stats file) against ``ps_bytes``/``sfb_bytes`` of the cost model.
+   The workers count whole pushes and pulls, their own shard's part included; at 2 clients that
+   equals a node's network bytes, so the comparison holds only there (``bench/scaling.py`` counts
+   the interfaces of any number of hosts).
 
 Prints a table and writes bench/results/emulate_check.json.
 """
