@@ -82,11 +82,23 @@ def _device_options(fn):
 @click.option("--workers-per-client", type=int, default=None,
               help="Worker processes per hosts-file line (default: one per --gpu id, else 1).")
 @click.option("--worker-index", type=int, default=None, hidden=True)
+@click.option("--emulate-compute", default=None, type=click.Path(dir_okay=False), metavar="PROFILE",
+              help="Do not compute: every layer takes the time this GPU profile (JSON) gives; "
+                   "shapes, bytes and communication stay real (see poseidon_cli/emulate.py).")
+@click.option("--dilation", type=float, default=None,
+              help="With --emulate-compute: slow every layer by this factor (time dilation).")
+@click.option("--jitter", type=float, default=None,
+              help="With --emulate-compute: per-iteration lognormal slowdown sigma (stragglers).")
 @user_errors
 def train(**opts):
     """Train (or fine-tune, or resume) a net described by a solver prototxt."""
     if opts["snapshot"] and opts["weights"]:
         raise PoseidonError("give either --snapshot (resume) or --weights (fine-tune), not both")
+    if opts["emulate_compute"]:
+        from . import emulate
+        emulate.configure(opts["emulate_compute"], opts["dilation"] or 1.0, opts["jitter"] or 0.0)
+    elif opts["dilation"] is not None or opts["jitter"] is not None:
+        raise PoseidonError("--dilation and --jitter only apply with --emulate-compute PROFILE")
     if opts["hosts"]:
         from .commands import cluster
         sys.exit(cluster.run(opts) or 0)
@@ -121,6 +133,26 @@ def time_(**opts):
     """Per-layer forward/backward timing of a net (like `caffe time`)."""
     from .commands import time as time_cmd
     sys.exit(time_cmd.run(**opts) or 0)
+
+
+@main.command()
+@click.option("--profile", required=True, type=click.Path(dir_okay=False),
+              help="Per-layer GPU profile (JSON, e.g. bench/profiles/alexnet_b256_k20.json).")
+@click.option("--model", default=None, type=click.Path(dir_okay=False),
+              help="Net prototxt (default: the profile's 'model').")
+@click.option("--nodes", default="1,2,4,8", show_default=True, help="Node counts, comma-separated.")
+@click.option("--link", default="40gbit", show_default=True, help="Link rate of every node (full duplex).")
+@click.option("--staleness", default="0", show_default=True, help="SSP staleness values, comma-separated.")
+@click.option("--svb", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--jitter", type=float, default=0.0, show_default=True,
+              help="Lognormal sigma of each worker's per-iteration compute time.")
+@click.option("--no-overlap", is_flag=True, help="Communicate after the whole backward.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Also write JSON here.")
+@user_errors
+def plan(**opts):
+    """Predict iteration time and speedup on N nodes from a profile (no cluster needed)."""
+    from .plan import run_plan
+    sys.exit(run_plan(**opts) or 0)
 
 
 @main.command(name="upgrade-net")

@@ -48,6 +48,9 @@ class ClusterSpec:
     run_dir: str | None = None        # resolved by the command (commands/common.run_dir)
     snapshot: str | None = None
     weights: str | None = None
+    emulate_compute: str | None = None  # --emulate-compute PROFILE (emulate.py), with:
+    dilation: float | None = None
+    jitter: float | None = None
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -86,7 +89,8 @@ class ClusterSpec:
     def from_cli(cls, opts: dict) -> "ClusterSpec":
         """From ``train``'s click options (``hosts``, ``solver``, ``client_id``, ``staleness``,
         ``svb``, ``gpu``, ``cpu``, ``deadline``, ``workers_per_client``, ``worker_index``,
-        ``no_overlap``, ``output_dir``, ``snapshot``, ``weights``)."""
+        ``no_overlap``, ``output_dir``, ``snapshot``, ``weights``, ``emulate_compute``,
+        ``dilation``, ``jitter``)."""
         hosts = tuple(parse_hosts(opts["hosts"]))
         staleness = int(opts.get("staleness") or 0)
         if staleness < 0:
@@ -108,7 +112,9 @@ class ClusterSpec:
                    workers_per_client=T, worker_index=t, gpus=tuple(gpus),
                    cpu=bool(opts.get("cpu")), staleness=staleness, deadline_s=deadline, svb=svb,
                    overlap=not opts.get("no_overlap"), output_dir=opts.get("output_dir"),
-                   snapshot=opts.get("snapshot"), weights=opts.get("weights"))
+                   snapshot=opts.get("snapshot"), weights=opts.get("weights"),
+                   emulate_compute=opts.get("emulate_compute"), dilation=opts.get("dilation"),
+                   jitter=opts.get("jitter"))
 
     def child_argv(self, k: int, t: int = 0) -> list[str]:
         """The command line of worker ``t`` of client ``k``, writing to this spec's run folder.
@@ -130,6 +136,12 @@ class ClusterSpec:
             argv += ["--snapshot", self.snapshot]
         if self.weights:
             argv += ["--weights", self.weights]
+        if self.emulate_compute:
+            argv += ["--emulate-compute", self.emulate_compute]
+            if self.dilation is not None:
+                argv += ["--dilation", repr(float(self.dilation))]
+            if self.jitter is not None:
+                argv += ["--jitter", repr(float(self.jitter))]
         if t:
             argv += ["--worker-index", str(t)]
         return argv

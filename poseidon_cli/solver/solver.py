@@ -136,11 +136,12 @@ class Solver:
         return prefix
 
     def _make_net(self, source, phase, state, seed_offset):
+        from .. import emulate
         from ..net import Net  # imported here: building nets is the only reason to need it
 
         seed = None if self.seed is None else self.seed + seed_offset
-        return Net(source, phase, stages=tuple(state.stage), level=state.level,
-                   context=self.context, seed=seed, xp=self.xp, dtype=self.dtype)
+        return emulate.make_net(Net, source, phase, stages=tuple(state.stage), level=state.level,
+                                context=self.context, seed=seed, xp=self.xp, dtype=self.dtype)
 
     def _train_net_field(self):
         p = self.param

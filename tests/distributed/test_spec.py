@@ -78,3 +78,17 @@ def test_launcher_depends_on_spec_and_procs_only():
     absolute = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert local == {"spec", "procs"}
     assert not any(name.startswith("poseidon_cli") for name in absolute)
+
+
+def test_emulation_options_reach_every_child(tmp_path):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("0 127.0.0.1 9000\n1 127.0.0.1 9001\n")
+    spec = ClusterSpec.from_cli({"hosts": str(hosts), "solver": "s.prototxt",
+                                 "emulate_compute": "alexnet.json", "dilation": 4.0, "jitter": 0.2})
+    argv = spec.child_argv(1)
+    i = argv.index("--emulate-compute")
+    assert argv[i + 1] == "alexnet.json"
+    assert float(argv[argv.index("--dilation") + 1]) == 4.0
+    assert float(argv[argv.index("--jitter") + 1]) == 0.2
+    plain = ClusterSpec.from_cli({"hosts": str(hosts), "solver": "s.prototxt"}).child_argv(1)
+    assert not {"--emulate-compute", "--dilation", "--jitter"} & set(plain)
