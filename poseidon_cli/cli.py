@@ -97,8 +97,6 @@ def train(**opts):
     if opts["emulate_compute"]:
         from . import emulate
         emulate.configure(opts["emulate_compute"], opts["dilation"] or 1.0, opts["jitter"] or 0.0)
-    elif opts["dilation"] is not None or opts["jitter"] is not None:
-        raise PoseidonError("--dilation and --jitter only apply with --emulate-compute PROFILE")
     if opts["hosts"]:
         from .commands import cluster
         sys.exit(cluster.run(opts) or 0)

@@ -7,7 +7,8 @@ subclasses naming the flag, file, line or field and what to do. Checked:
 
 * every command: ``--cpu`` with ``--gpu``; ``--gpu`` ids that are not integers;
   ``--iterations`` < 1;
-* ``train``: ``--snapshot`` with ``--weights``; ``--staleness`` < 0, ``--deadline`` <= 0,
+* ``train``: ``--snapshot`` with ``--weights``; ``--dilation``/``--jitter`` without
+  ``--emulate-compute``; ``--staleness`` < 0, ``--deadline`` <= 0,
   ``--workers-per-client`` < 1, ``--client-id`` without ``--hosts``; the solver file and its
   settings (``solver.checks``); an ``--output-dir`` or snapshot folder that cannot be created
   (a file in the way, no permission); ``--weights``/``weights:``/``--snapshot`` files that are
@@ -58,6 +59,9 @@ def _device(opts):
 def _train(opts):
     if opts.get("snapshot") and opts.get("weights"):
         raise ConfigError("give either --snapshot (resume) or --weights (fine-tune), not both")
+    if not opts.get("emulate_compute") and (opts.get("dilation") is not None
+                                            or opts.get("jitter") is not None):
+        raise ConfigError("--dilation and --jitter only apply with --emulate-compute PROFILE")
     if opts.get("staleness") is not None and opts["staleness"] < 0:
         raise ClusterError(f"--staleness must be >= 0, got {opts['staleness']}",
                            "use 0 for bulk synchronous training")
