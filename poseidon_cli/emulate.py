@@ -41,7 +41,6 @@ turns any built Net into a stand-in (tests and benches use it directly).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -137,15 +136,9 @@ def parse_profile(doc: dict, where: str = "profile") -> Profile:
 
 def load_profile(path) -> Profile:
     """Read a profile JSON file (see the module docstring)."""
+    from .profile import load_json
     path = os.fspath(path)
-    try:
-        with open(path) as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: profile file does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    prof = parse_profile(doc, where=path)
+    prof = parse_profile(load_json(path), where=path)
     prof.path = path
     return prof
 

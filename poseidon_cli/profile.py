@@ -156,18 +156,22 @@ def write_profile(path, profile: Profile):
     return path
 
 
-def read_profile(path) -> Profile:
-    """The profile stored at ``path``; ``ConfigError`` names the file and field when malformed."""
+def load_json(path):
+    """The JSON object of profile file ``path``; ``ConfigError`` for a missing file or bad JSON."""
     where = os.fspath(path)
     try:
         with open(path) as fh:
-            obj = json.load(fh)
+            return json.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such profile (write one with "
                           f"`poseidon time --model NET --json {where}`)") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: line {exc.lineno}: not JSON ({exc.msg})") from None
-    return from_json(obj, where)
+
+
+def read_profile(path) -> Profile:
+    """The profile stored at ``path``; ``ConfigError`` names the file and field when malformed."""
+    return from_json(load_json(path), os.fspath(path))
 
 
 def net_profile(net, forward_ms, backward_ms, *, device, forward_total_ms=None,

@@ -147,4 +147,4 @@ def test_layers_from_net_and_cli(tmp_path):
                           str(tmp_path / "none.json"), "--model", str(model)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("poseidon: error: ")
-    assert "none.json: profile file does not exist" in bad.stderr
+    assert "none.json: no such profile" in bad.stderr

@@ -81,8 +81,8 @@ def make_updater(spec: str) -> SolverUpdater:
     """A :class:`SolverUpdater` from ``"TYPE:field=value,..."``: a Caffe solver type (``sgd``,
     ``nesterov``, ``adagrad``, ``rmsprop``, ``adadelta``, ``adam``) and numeric ``SolverParameter``
     fields, e.g. ``"sgd:base_lr=0.1,momentum=0.9"`` (``lr`` stands for ``base_lr``; lr_policy fixed
-    unless given; every param gets lr_mult = decay_mult = 1). Used by the stand-alone shard command line. ValueError names a bad
-    type or field."""
+    unless given; every param gets lr_mult = decay_mult = 1). Used by the stand-alone shard command
+    line. ValueError names a bad type or field."""
     from .._proto import caffe_pb2
 
     name, _, args = spec.partition(":")
