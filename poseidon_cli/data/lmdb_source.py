@@ -99,8 +99,10 @@ def open_env(path: str, spec: SourceSpec | None = None, num_parts: int | None = 
 
 # LMDB allows one environment per database per process; readers of the same DB in one process
 # (several workers, or train and test nets reading one DB) share it, reference-counted.
+# Re-entrant: a garbage collection inside open_env (under the lock) may run an old Data layer's
+# finalizer, which releases its environment on the same thread; a plain Lock deadlocked there.
 _SHARED_ENVS: dict = {}
-_SHARED_LOCK = threading.Lock()
+_SHARED_LOCK = threading.RLock()
 
 
 def acquire_env(path: str, spec: SourceSpec | None = None, num_parts: int | None = None):

@@ -21,8 +21,6 @@ from click.testing import CliRunner
 
 from poseidon_cli.cli import main
 
-pytestmark = pytest.mark.timeout(120)
-
 #: words one of which an error line uses to say what to do (a vague message has none)
 ACTION_WORDS = ("use", "add", "set", "give", "check", "fix", "remove", "pass", "write", "make",
                 "run", "choose", "rename", "lower", "create", "must", "expected", "is it",
