@@ -32,8 +32,6 @@ import sys
 import tempfile
 import time
 
-for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_var, None)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -194,4 +192,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
+    print(blas_env.describe(), flush=True)
     sys.exit(main())

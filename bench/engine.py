@@ -243,8 +243,6 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
     args = ap.parse_args(argv)
     batches = parse_batches(args.batch, ap)
-    for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-        os.environ.pop(key, None)
     conf = pathlib.Path(args.conformance) if args.conformance else CONF
     if not (conf / "bvlc").is_dir():
         ap.exit(2, f"engine.py: error: no conformance nets in {conf} (give --conformance DIR, "
@@ -351,4 +349,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
+    print(blas_env.describe(), flush=True)
     raise SystemExit(main())

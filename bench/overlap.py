@@ -402,6 +402,9 @@ def _role_main(argv):
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
     if len(sys.argv) > 1 and sys.argv[1].startswith("role-"):
         sys.exit(_role_main(sys.argv[1:]))
+    print(blas_env.describe(), flush=True)
     sys.exit(main())

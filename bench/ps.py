@@ -328,4 +328,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
+    print(blas_env.describe(), flush=True)
     sys.exit(main())

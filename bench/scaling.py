@@ -33,8 +33,6 @@ import sys
 import tempfile
 import time
 
-for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_var, None)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,20 +42,14 @@ PROFILES = ROOT / "bench" / "profiles"
 POSEIDON = [sys.executable, "-m", "poseidon_cli.cli"]
 PORT = 7571
 NETS = {"alexnet": "alexnet_b256", "googlenet": "googlenet_b32"}
+from emulate_check import write_solver  # noqa: E402 - one solver file for both benches
+
 CPU_BOUND = 0.8   # flag a run whose CPU use is above this share of the machine's CPUs
 
 
 def link_totals(cl, n):
     """tx + rx bytes so far of hosts 0..n-1."""
     return [sum(cl.link_bytes(k).values()) for k in range(n)]
-
-
-def write_solver(d, model, iters):
-    s = d / "solver.prototxt"
-    s.write_text(f'net: "{model}"\nbase_lr: 0.001 lr_policy: "fixed" momentum: 0.9\n'
-                 f'max_iter: {iters} display: 1 snapshot_after_train: false solver_mode: CPU '
-                 f'random_seed: 1701\n')
-    return s
 
 
 def run_single(model, profile, dilation, jitter, iters, skip):
@@ -304,4 +296,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
+    print(blas_env.describe(), flush=True)
     sys.exit(main())

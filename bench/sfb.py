@@ -45,11 +45,6 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-# benchmarks run with OpenBLAS's own core detection, not a machine-wide override; the clients
-# inherit this environment
-for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_var, None)
-
 from netns import NetnsCluster, NetnsUnavailable, check_available, parse_rate  # noqa: E402
 
 from poseidon_cli.distributed import sfb  # noqa: E402
@@ -251,4 +246,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
+    print(blas_env.describe(), flush=True)
     sys.exit(main())

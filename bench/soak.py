@@ -20,7 +20,7 @@ Prints a table and writes bench/results/soak.json (the samples too). Exit code 1
 is missed or the run fails.
 
 The processes run with one BLAS thread each (``OMP_NUM_THREADS=1``) so that the run measures the
-program's own threads, and OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset in this process.
+program's own threads, and OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are dropped (``blas_env.py``).
 """
 from __future__ import annotations
 
@@ -37,8 +37,6 @@ import sys
 import tempfile
 import time
 
-for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    os.environ.pop(_var, None)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "digits")
@@ -265,4 +263,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    blas_env.run_natively()
+    print(blas_env.describe(), flush=True)
     sys.exit(main())
