@@ -71,7 +71,8 @@ def _device_options(fn):
               help="Sufficient-factor broadcasting for InnerProduct weights (Poseidon's flag name: SVB).")
 @_device_options
 @click.option("--snapshot", default=None, type=click.Path(dir_okay=False),
-              help="Resume from this .solverstate.")
+              help="Resume from this .solverstate; 'latest': the newest snapshot of the solver's "
+                   "snapshot_prefix, or a fresh start (with --weights: fine-tune) when there is none.")
 @click.option("--weights", default=None, help="Fine-tune from these .caffemodel weights (comma-separated list allowed).")
 @click.option("--output-dir", default=None, type=click.Path(file_okay=False),
               help="Where logs, .netoutputs and stats go (default: beside the snapshot prefix).")
@@ -81,6 +82,8 @@ def _device_options(fn):
 @click.option("--deadline", type=float, default=None, help="Seconds any blocking wait may take before failing (distributed).")
 @click.option("--workers-per-client", type=int, default=None,
               help="Worker processes per hosts-file line (default: one per --gpu id, else 1).")
+@click.option("--max-restarts", type=int, default=0, show_default=True,
+              help="Local cluster: restart a failed run from its latest snapshot up to N times.")
 @click.option("--worker-index", type=int, default=None, hidden=True)
 @click.option("--emulate-compute", default=None, type=click.Path(dir_okay=False), metavar="PROFILE",
               help="Do not compute: every layer takes the time this GPU profile (JSON) gives; "
@@ -92,11 +95,14 @@ def _device_options(fn):
 @user_errors
 def train(**opts):
     """Train (or fine-tune, or resume) a net described by a solver prototxt."""
-    if opts["snapshot"] and opts["weights"]:
+    if opts["snapshot"] and opts["weights"] and opts["snapshot"] != "latest":
         raise PoseidonError("give either --snapshot (resume) or --weights (fine-tune), not both")
     if opts["emulate_compute"]:
         from . import emulate
         emulate.configure(opts["emulate_compute"], opts["dilation"] or 1.0, opts["jitter"] or 0.0)
+    if opts["max_restarts"] and not opts["hosts"]:
+        raise PoseidonError("--max-restarts restarts a local cluster (--hosts); on one machine "
+                            "let the restart policy rerun the command with --snapshot latest")
     if opts["hosts"]:
         from .commands import cluster
         sys.exit(cluster.run(opts) or 0)

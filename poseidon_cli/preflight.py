@@ -94,7 +94,7 @@ def _train(opts):
             loc = where(solver, field_line(text, "weights", i, top_level=True))
             _weights_file(f"{loc}: weights", config.resolve_path(path, os.path.dirname(os.path.abspath(solver))))
     snap = opts.get("snapshot")
-    if snap:
+    if snap and snap != "latest":   # "latest" is resolved where training starts (may be none)
         if os.path.isdir(snap):
             raise SolverError(f"--snapshot {snap} is a folder", "give a .solverstate file")
         # a cluster writes per-worker states <name>.<client>.<worker> beside (or instead of) it

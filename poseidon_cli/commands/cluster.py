@@ -5,11 +5,14 @@
   writing to ``--output-dir`` (else the solver file's folder).
 - Without one, when every hosts-file line is a loopback address, this process is the local
   launcher (``distributed/launch.run_local``): every client runs as a child, all writing to
-  ``<output-dir or solver folder>/<net>.S<s>.M<clients>.T<workers per client>``.
+  ``<output-dir or solver folder>/<net>.S<s>.M<clients>.T<workers per client>``; it resolves
+  ``--snapshot latest`` once for every client and restarts a failed run (``--max-restarts``)
+  from the newest snapshot.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 from .. import config
 from ..distributed.hosts import all_loopback, run_dir_name
@@ -42,9 +45,16 @@ def run(opts: dict) -> int:
                 f"{spec.hosts_path}: cannot tell which line is this machine",
                 "pass --client-id K, or start through mpirun/srun/a Kubernetes indexed job")
         from ..distributed.launch import run_local
+        from ..solver import snapshot as snap
         name = run_dir_name(net_name(spec.solver), spec.staleness, spec.num_clients,
                             spec.workers_per_client)
-        return run_local(spec.replace(run_dir=run_dir(spec.solver, spec.output_dir, name=name)))
+        if spec.snapshot == snap.LATEST:   # once here, so that every client resumes the same state
+            spec = spec.replace(snapshot=snap.resolve_snapshot(spec.snapshot, spec.solver))
+            print(f"poseidon: --snapshot latest: resuming from {spec.snapshot}" if spec.snapshot
+                  else "poseidon: --snapshot latest: no snapshot written yet; starting from "
+                       "iteration 0", file=sys.stderr, flush=True)
+        return run_local(spec.replace(run_dir=run_dir(spec.solver, spec.output_dir, name=name)),
+                         latest_snapshot=lambda: snap.latest_for_solver(spec.solver))
     from ..distributed.client_main import run_client  # imported late: needs grpc and the engine
     xp = select_device(spec.gpu, False)
     return run_client(spec.replace(run_dir=run_dir(spec.solver, spec.output_dir)), xp=xp)

@@ -66,15 +66,16 @@ def run(solver=None, snapshot=None, weights=None, gpu=None, cpu=False, output_di
           sigint_effect="stop", sighup_effect="snapshot") -> int:
     """Train on this machine; see the module docstring. Returns 0 on success."""
     from ..solver import get_solver  # noqa: PLC0415 - the engine loads only when training
+    from ..solver import snapshot as snap  # noqa: PLC0415
 
     if not solver:
         raise ConfigError("--solver is required")
-    if snapshot and weights:
+    if snapshot and weights and snapshot != snap.LATEST:
         raise ConfigError("give either --snapshot (resume) or --weights (fine-tune), not both")
     if not os.path.isfile(solver):
         raise ConfigError(f"{solver}: solver file does not exist")
     param = config.load_solver_param(solver)
-    if snapshot and not (os.path.isfile(snapshot) or os.path.isfile(f"{snapshot}.0.0")):
+    if snapshot and snapshot != snap.LATEST and not (os.path.isfile(snapshot) or os.path.isfile(f"{snapshot}.0.0")):
         raise SolverError(f"{snapshot}: no such solverstate file",
                           "pass --snapshot <prefix>_iter_<N>.solverstate as written by a snapshot")
     name = run_name(solver)
@@ -87,10 +88,15 @@ def run(solver=None, snapshot=None, weights=None, gpu=None, cpu=False, output_di
         with package_logging(streams):
             xp = select_device(gpu, cpu, param, log)
             log.info(f"Writing the log to {log_path}")
+            if snapshot == snap.LATEST:
+                snapshot = snap.resolve_snapshot(snapshot, solver)
+                log.info(f"--snapshot latest: resuming from {snapshot}" if snapshot else
+                         "--snapshot latest: no snapshot written yet; starting from iteration 0")
+                weights = None if snapshot else weights   # --weights only seeds a fresh start
             s = get_solver(param, solver_path=solver, xp=xp, log=log, action_fn=actions,
                            netoutputs_path=os.path.join(folder, f"{name}.netoutputs"))
             try:
-                if weights or param.weights:
+                if not snapshot and (weights or param.weights):
                     s.copy_weights(weights or list(param.weights))
                 actions.install()
                 s.solve(resume_file=snapshot)

@@ -66,6 +66,7 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
     from ..ps.updaters import SolverUpdater
+    from ..solver import snapshot as snap
     from ..solver.solver import Solver
     from .ps_sync import PSSync
     from .worker import Worker
@@ -88,10 +89,13 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                       num_shards=spec.num_clients)
         solver = Solver(param, solver_path=spec.solver, context=spec.context, xp=xp, log=log,
                         netoutputs_path=_netoutputs_path(spec, param), sync=sync)
-        if spec.weights:
+        # a client started by a remote launcher resolves --snapshot latest itself: the snapshot
+        # folder must then be shared, as for any --snapshot of a cluster
+        resume = snap.resolve_snapshot(spec.snapshot, spec.solver)
+        if spec.weights and not resume:
             solver.copy_weights(spec.weights)
-        if spec.snapshot:
-            solver.restore(spec.snapshot)
+        if resume:
+            solver.restore(resume)
         log.info(f"client {k} of {spec.num_clients}" + (f", worker {t} of {T}" if T > 1 else "") +
                  f": shard at {spec.me.address}, staleness {spec.staleness}, "
                  f"{'wait-free backprop' if spec.overlap else 'no overlap'}")

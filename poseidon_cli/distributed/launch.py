@@ -3,8 +3,14 @@
 ``run_local(spec) -> exit code`` (``spec.client_id`` is None, ``spec.run_dir`` resolved): starts
 client k with ``spec.child_argv(k)``; client 0's output is the user's terminal, the others' goes
 to ``<run dir>/client_<k>.log``. When one client fails, the others get the deadline plus a margin
-to report the lost peer themselves, then every child is stopped; Ctrl-C stops them all. Which
-process is which client is decided before this (``commands/cluster.py``).
+to report the lost peer themselves, then every child is stopped. Ctrl-C or SIGTERM stops them all
+(exit 130 / 143); children of a launcher killed outright end too (``procs.Supervisor``).
+
+With ``spec.max_restarts`` N > 0 a failed run is started again from the newest snapshot (the
+``latest_snapshot`` callable: ``commands/cluster.py`` passes ``solver/snapshot.latest_for_solver``,
+so this module knows nothing of the engine) up to N times, so at most one snapshot interval is
+lost. ``spec.snapshot`` arrives resolved (``--snapshot latest`` becomes a path or None before this,
+once for all clients). Which process is which client is decided before this too.
 """
 from __future__ import annotations
 
@@ -17,27 +23,65 @@ from .spec import ClusterSpec
 
 #: seconds, beyond the deadline, that the other clients get to report a failed client themselves
 REPORT_MARGIN_S = 10.0
+#: seconds the clients get to end after an interrupt before they are killed
+INTERRUPT_GRACE_S = 8.0
 
 
-def run_local(spec: ClusterSpec, poll_s: float = 0.1) -> int:
-    """Run every client of ``spec`` as a local child; the first failing exit code (0 if all
-    pass), 130 on Ctrl-C."""
+class _Terminated(Exception):
+    """SIGTERM reached the launcher (raised from its handler, like KeyboardInterrupt)."""
+
+
+def _say(msg: str) -> None:
+    print(f"poseidon: {msg}", file=sys.stderr, flush=True)
+
+
+def run_local(spec: ClusterSpec, poll_s: float = 0.1, latest_snapshot=lambda: None) -> int:
+    """Run every client of ``spec`` as a local child, restarting a failed run up to
+    ``spec.max_restarts`` times from ``latest_snapshot()`` (a solverstate path or None); the last
+    run's first failing exit code (0 if all passed), 130 on Ctrl-C, 143 on SIGTERM."""
     run_dir = spec.run_dir
-    print(f"poseidon: starting {spec.num_clients} local clients; logs of clients "
-          f"1..{spec.num_clients - 1} in {run_dir}/client_<k>.log", file=sys.stderr, flush=True)
+    _say(f"starting {spec.num_clients} local clients; logs of clients 1..{spec.num_clients - 1} "
+         f"in {run_dir}/client_<k>.log")
+    resume = spec.snapshot
+    old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        for attempt in range(spec.max_restarts + 1):
+            # a restart resumes, so --weights (a fresh start's initialisation) no longer applies
+            run = spec.replace(snapshot=resume, weights=spec.weights if resume is None else None)
+            rc = _run_once(run, attempt, poll_s)
+            if rc in (0, 130, 143) or attempt == spec.max_restarts:
+                return rc
+            resume = latest_snapshot() or resume
+            _say(f"restart {attempt + 1} of {spec.max_restarts}: " +
+                 (f"resuming from {resume}" if resume else "no snapshot yet; starting again"))
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    return 1  # not reached: the loop returns on its last attempt
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _run_once(spec: ClusterSpec, attempt: int, poll_s: float) -> int:
     with Supervisor() as sup:
         try:
             for h in spec.hosts:
-                log = None if h.client_id == 0 else os.path.join(run_dir, f"client_{h.client_id}.log")
-                sup.start(f"client {h.client_id} ({h.address})", spec.child_argv(h.client_id), log)
+                log = None if h.client_id == 0 else os.path.join(spec.run_dir,
+                                                                 f"client_{h.client_id}.log")
+                sup.start(f"client {h.client_id} ({h.address})", spec.child_argv(h.client_id), log,
+                          append=attempt > 0)
             bad = sup.watch(grace_s=spec.deadline_s + REPORT_MARGIN_S, poll_s=poll_s)
         except KeyboardInterrupt:
-            sup.stop(signal.SIGINT, grace_s=15.0)
-            print("poseidon: interrupted; every client stopped", file=sys.stderr)
+            sup.stop(signal.SIGINT, grace_s=INTERRUPT_GRACE_S)
+            _say("interrupted; every client stopped")
             return 130
+        except _Terminated:
+            sup.stop(signal.SIGTERM, grace_s=INTERRUPT_GRACE_S)
+            _say("terminated (SIGTERM); every client stopped")
+            return 143
         if bad is None:
             return 0
         rc = bad.returncode
-        print(f"poseidon: {bad.label} exited with code {rc}; stopping the others",
-              file=sys.stderr, flush=True)
+        _say(f"{bad.label} exited with code {rc}; stopping the others")
         return rc if rc > 0 else 1

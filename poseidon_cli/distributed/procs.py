@@ -4,12 +4,16 @@ Two users, one behaviour: the local launcher (``launch.py``) runs every client o
 file as a child, and worker 0 of a client with T > 1 workers (``client_main.py``) runs workers
 1..T-1. A child's output goes to a log file, or to this process's terminal (``log_path=None``).
 Every wait has a deadline; stopping signals every live child, waits ``grace_s`` and then kills.
+On Linux a child gets SIGTERM when this process dies (``PR_SET_PDEATHSIG``), so a launcher killed
+outright (SIGKILL, the OOM killer) leaves no client training unsupervised.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +33,23 @@ class Child:
         return self.proc.poll()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int):
+    """A ``preexec_fn``: the kernel sends SIGTERM to the child when its parent ends; if the parent
+    already ended between fork and here, end now. Linux only; elsewhere a no-op."""
+    def preexec():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:
+            os._exit(143)
+    return preexec
+
+
 class Supervisor:
     """Start children with :meth:`start`; then either :meth:`watch` them (launcher: until all end,
     or a grace period after the first failure) or :meth:`wait_all` (until all end, with a
@@ -44,11 +65,15 @@ class Supervisor:
         self.stop(signal.SIGTERM, grace_s=5.0)
         return False
 
-    def start(self, label: str, argv: list[str], log_path: str | None = None) -> Child:
-        """Start ``argv``; its stdout and stderr go to ``log_path`` (None: inherited)."""
-        log = open(log_path, "wb") if log_path else None
+    def start(self, label: str, argv: list[str], log_path: str | None = None,
+              append: bool = False) -> Child:
+        """Start ``argv``; its stdout and stderr go to ``log_path`` (None: inherited), appended to
+        it when ``append`` (a restarted run keeps the earlier run's log)."""
+        log = open(log_path, "ab" if append else "wb") if log_path else None
+        preexec = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
         try:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT if log else None)
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                    preexec_fn=preexec)
         except OSError as exc:
             if log:
                 log.close()

@@ -51,6 +51,7 @@ class ClusterSpec:
     emulate_compute: str | None = None  # --emulate-compute PROFILE (emulate.py), with:
     dilation: float | None = None
     jitter: float | None = None
+    max_restarts: int = 0             # --max-restarts: the local launcher's restarts of a failed run
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -90,7 +91,7 @@ class ClusterSpec:
         """From ``train``'s click options (``hosts``, ``solver``, ``client_id``, ``staleness``,
         ``svb``, ``gpu``, ``cpu``, ``deadline``, ``workers_per_client``, ``worker_index``,
         ``no_overlap``, ``output_dir``, ``snapshot``, ``weights``, ``emulate_compute``,
-        ``dilation``, ``jitter``)."""
+        ``dilation``, ``jitter``, ``max_restarts``)."""
         hosts = tuple(parse_hosts(opts["hosts"]))
         staleness = int(opts.get("staleness") or 0)
         if staleness < 0:
@@ -101,6 +102,9 @@ class ClusterSpec:
         svb = opts.get("svb") or "auto"
         if svb not in SVB_MODES:
             raise ClusterError(f"--svb must be one of {', '.join(SVB_MODES)}, got {svb!r}")
+        max_restarts = int(opts.get("max_restarts") or 0)
+        if max_restarts < 0:
+            raise ClusterError(f"--max-restarts must be >= 0, got {max_restarts}")
         gpus = _gpu_ids(opts.get("gpu"))
         T = _workers_per_client(opts.get("workers_per_client"), gpus, opts.get("gpu"))
         t = int(opts.get("worker_index") or 0)
@@ -114,7 +118,7 @@ class ClusterSpec:
                    overlap=not opts.get("no_overlap"), output_dir=opts.get("output_dir"),
                    snapshot=opts.get("snapshot"), weights=opts.get("weights"),
                    emulate_compute=opts.get("emulate_compute"), dilation=opts.get("dilation"),
-                   jitter=opts.get("jitter"))
+                   jitter=opts.get("jitter"), max_restarts=max_restarts)
 
     def child_argv(self, k: int, t: int = 0) -> list[str]:
         """The command line of worker ``t`` of client ``k``, writing to this spec's run folder.

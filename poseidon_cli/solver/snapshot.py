@@ -9,13 +9,19 @@ then, for AdaDelta/Adam, every param's second).
 With ``snapshot_format: HDF5`` the files are ``.caffemodel.h5`` / ``.solverstate.h5`` in Caffe's
 HDF5 layouts (``poseidon_cli.hdf5``; a ``.h5`` path is read that way too).
 
+``LATEST`` (``--snapshot latest``): :func:`latest_state` finds the newest readable solverstate of
+a snapshot prefix (:func:`resolve_prefix` gives the prefix Caffe derives from a solver), so a job
+restarted by a restart policy resumes by itself.
+
 Errors (``SolverError``, one line): HDF5 without h5py installed, a solverstate whose history does
 not fit the net (count or shape), a learned_net whose name or blob shapes differ from the net
 being trained, a missing learned_net file.
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 
 import numpy as np
 
@@ -24,8 +30,67 @@ from .._proto import caffe_pb2
 from ..errors import SolverError
 
 
+#: the ``--snapshot`` value that means "the newest snapshot of this solver's prefix, if any"
+LATEST = "latest"
+
+
 def snapshot_filename(prefix: str, it: int, ext: str) -> str:
     return f"{prefix}_iter_{int(it)}{ext}"
+
+
+def resolve_prefix(prefix: str, solver_path: str | None) -> str:
+    """The snapshot prefix Caffe uses: ``snapshot_prefix``, or when it is empty or a folder
+    (ends with the path separator) the solver file's name without ``.prototxt`` in it."""
+    if solver_path and (not prefix or prefix.endswith(os.sep)):
+        stem = os.path.basename(solver_path)
+        if stem.endswith(".prototxt"):
+            stem = stem[: -len(".prototxt")]
+        prefix = os.path.join(prefix, stem) if prefix else os.path.splitext(solver_path)[0]
+    return prefix
+
+
+def latest_state(prefix: str) -> str | None:
+    """The newest ``<prefix>_iter_<N>.solverstate`` (or ``.solverstate.h5``, or Poseidon's
+    per-worker ``<...>.solverstate.<client>.<worker>``, returned without that suffix: ``restore``
+    finds it) whose file parses and whose learned_net exists; None when there is none. A state
+    cut short by a crash while it was written is skipped in favour of the one before it."""
+    if not prefix:
+        return None
+    pattern = re.compile(re.escape(os.path.basename(prefix)) +
+                         r"_iter_(\d+)(\.solverstate(?:\.h5)?)(?:\.\d+\.\d+)?$")
+    found = {}
+    for path in glob.glob(glob.escape(prefix) + "_iter_*.solverstate*"):
+        m = pattern.match(os.path.basename(path))
+        if m:
+            base = os.path.join(os.path.dirname(path), m.group(0)[: m.end(2)])
+            found.setdefault(int(m.group(1)), (base, path))
+    for it in sorted(found, reverse=True):
+        base, path = found[it]
+        try:
+            state = read_solverstate(path)
+        except Exception:  # noqa: BLE001 - unreadable (cut short): fall back to an older one
+            continue
+        if state.iter != it:
+            continue
+        if state.learned_net:
+            try:
+                locate_learned_net(path, state.learned_net)
+            except SolverError:
+                continue
+        return base
+    return None
+
+
+def resolve_snapshot(snapshot: str | None, solver_path: str) -> str | None:
+    """``--snapshot`` as given -> the solverstate to resume from, or None (start fresh):
+    :data:`LATEST` becomes :func:`latest_state` of the solver's prefix; any other value is kept."""
+    return latest_for_solver(solver_path) if snapshot == LATEST else snapshot
+
+
+def latest_for_solver(solver_path: str) -> str | None:
+    """:func:`latest_state` of the prefix the solver file at ``solver_path`` snapshots to."""
+    param = config.load_solver_param(solver_path)
+    return latest_state(resolve_prefix(param.snapshot_prefix, solver_path))
 
 
 def check_format(fmt=None, where: str = "solver"):

@@ -123,13 +123,7 @@ class Solver:
         return None
 
     def _snapshot_prefix(self):
-        prefix = self.param.snapshot_prefix
-        if self.solver_path and (not prefix or prefix.endswith(os.sep)):
-            # BVLC: no prefix (or a directory) -> the solver file's name without ".prototxt"
-            stem = os.path.basename(self.solver_path)
-            if stem.endswith(".prototxt"):
-                stem = stem[: -len(".prototxt")]
-            prefix = os.path.join(prefix, stem) if prefix else os.path.splitext(self.solver_path)[0]
+        prefix = snap.resolve_prefix(self.param.snapshot_prefix, self.solver_path)
         if self.param.snapshot > 0 and not prefix:
             raise SolverError(f"{self.where}: snapshot is set but snapshot_prefix is not",
                               "add snapshot_prefix: \"path/name\"")
