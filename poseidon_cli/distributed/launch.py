@@ -2,8 +2,8 @@
 
 ``run_local(spec) -> exit code`` (``spec.client_id`` is None, ``spec.run_dir`` resolved): starts
 client k with ``spec.child_argv(k)``; client 0's output is the user's terminal, the others' goes
-to ``<run dir>/client_<k>.log``. When one client fails, the others get the deadline plus a margin
-to report the lost peer themselves, then every child is stopped. Ctrl-C or SIGTERM stops them all
+to ``<run dir>/client_<k>.log``. When one client fails, the others get a short margin to report
+the lost peer themselves, then every child is stopped (a hung one killed). Ctrl-C or SIGTERM stops them all
 (exit 130 / 143); children of a launcher killed outright end too (``procs.Supervisor``).
 
 With ``spec.max_restarts`` N > 0 a failed run is started again from the newest snapshot (the
@@ -21,14 +21,35 @@ import sys
 from .procs import Supervisor
 from .spec import ClusterSpec
 
-#: seconds, beyond the deadline, that the other clients get to report a failed client themselves
-REPORT_MARGIN_S = 10.0
+#: seconds that the other clients get, once one failed, to end and report the lost peer
+#: themselves: an exited client's sockets close at once and a hung one is found by every survivor
+#: within the deadline, so survivors fail at about the same moment; a hung one never ends itself
+REPORT_MARGIN_S = 2.0
 #: seconds the clients get to end after an interrupt before they are killed
 INTERRUPT_GRACE_S = 8.0
 
 
-class _Terminated(Exception):
-    """SIGTERM reached the launcher (raised from its handler, like KeyboardInterrupt)."""
+class _Signals:
+    """SIGINT / SIGTERM while the clients run: noted here and acted on by the watch loop, never
+    raised inside it (an exception raised at a random point of ``Popen.poll`` can leave its lock
+    held, and every later wait on that child then hangs)."""
+
+    def __init__(self):
+        self.got = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        self.got = self.got or signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 def _say(msg: str) -> None:
@@ -43,45 +64,39 @@ def run_local(spec: ClusterSpec, poll_s: float = 0.1, latest_snapshot=lambda: No
     _say(f"starting {spec.num_clients} local clients; logs of clients 1..{spec.num_clients - 1} "
          f"in {run_dir}/client_<k>.log")
     resume = spec.snapshot
-    old_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
+    with _Signals() as signals:
         for attempt in range(spec.max_restarts + 1):
             # a restart resumes, so --weights (a fresh start's initialisation) no longer applies
             run = spec.replace(snapshot=resume, weights=spec.weights if resume is None else None)
-            rc = _run_once(run, attempt, poll_s)
+            rc = _run_once(run, attempt, poll_s, signals)
             if rc in (0, 130, 143) or attempt == spec.max_restarts:
                 return rc
             resume = latest_snapshot() or resume
             _say(f"restart {attempt + 1} of {spec.max_restarts}: " +
                  (f"resuming from {resume}" if resume else "no snapshot yet; starting again"))
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
     return 1  # not reached: the loop returns on its last attempt
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
-def _run_once(spec: ClusterSpec, attempt: int, poll_s: float) -> int:
+def _run_once(spec: ClusterSpec, attempt: int, poll_s: float, signals: _Signals) -> int:
     with Supervisor() as sup:
-        try:
-            for h in spec.hosts:
-                log = None if h.client_id == 0 else os.path.join(spec.run_dir,
-                                                                 f"client_{h.client_id}.log")
-                sup.start(f"client {h.client_id} ({h.address})", spec.child_argv(h.client_id), log,
-                          append=attempt > 0)
-            bad = sup.watch(grace_s=spec.deadline_s + REPORT_MARGIN_S, poll_s=poll_s)
-        except KeyboardInterrupt:
-            sup.stop(signal.SIGINT, grace_s=INTERRUPT_GRACE_S)
-            _say("interrupted; every client stopped")
-            return 130
-        except _Terminated:
-            sup.stop(signal.SIGTERM, grace_s=INTERRUPT_GRACE_S)
+        for h in spec.hosts:
+            if signals.got:
+                break
+            log = None if h.client_id == 0 else os.path.join(spec.run_dir,
+                                                             f"client_{h.client_id}.log")
+            sup.start(f"client {h.client_id} ({h.address})", spec.child_argv(h.client_id), log,
+                      append=attempt > 0)
+        bad = sup.watch(grace_s=REPORT_MARGIN_S, poll_s=poll_s, interrupted=lambda: signals.got)
+        if signals.got:
+            sup.stop(signals.got, grace_s=INTERRUPT_GRACE_S)
+            if signals.got == signal.SIGINT:
+                _say("interrupted; every client stopped")
+                return 130
             _say("terminated (SIGTERM); every client stopped")
             return 143
         if bad is None:
             return 0
         rc = bad.returncode
         _say(f"{bad.label} exited with code {rc}; stopping the others")
+        sup.stop(signal.SIGTERM, grace_s=REPORT_MARGIN_S)
         return rc if rc > 0 else 1

@@ -82,12 +82,13 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def watch(self, grace_s: float, poll_s: float = 0.1) -> Child | None:
+    def watch(self, grace_s: float, poll_s: float = 0.1, interrupted=lambda: False) -> Child | None:
         """Wait until every child ended; once one failed (non-zero exit), the others get
         ``grace_s`` to notice (they name the dead peer in their own message) before this returns.
-        Returns the first child that failed, or None when all exited 0."""
+        Returns the first child that failed, or None when all exited 0; returns at once (None or
+        the first failure so far) when ``interrupted()`` turns true."""
         first_bad, failed_at = None, None
-        while True:
+        while not interrupted():
             codes = [c.returncode for c in self.children]
             for c, rc in zip(self.children, codes):
                 if rc not in (None, 0) and first_bad is None:
@@ -97,6 +98,7 @@ class Supervisor:
             if failed_at is not None and time.monotonic() - failed_at > grace_s:
                 return first_bad
             time.sleep(poll_s)
+        return first_bad
 
     def wait_all(self, timeout_s: float) -> None:
         """Wait for every child to exit 0 within ``timeout_s`` in all; ClusterError naming the
@@ -119,6 +121,8 @@ class Supervisor:
         for c in live:
             try:
                 c.proc.send_signal(sig)
+                if hasattr(signal, "SIGCONT"):   # a stopped (hung) child acts on it only when resumed
+                    c.proc.send_signal(signal.SIGCONT)
             except ProcessLookupError:
                 pass
         end = time.monotonic() + grace_s

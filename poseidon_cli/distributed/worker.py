@@ -61,12 +61,16 @@ class Worker:
         self.rank = solver.context.rank
         self.wall_s = 0.0
         self._finished = False
+        self._lost_shards = set()
 
     def run(self) -> None:
         t0 = time.time()
         try:
             self._run()
         except ClusterError as exc:
+            lost = self.lost_client(exc)
+            if lost is not None:   # client k serves shard k: do not wait on it while leaving
+                self._lost_shards.add(lost)
             raise self.named(exc) from None
         finally:
             self.wall_s = time.time() - t0
@@ -98,7 +102,7 @@ class Worker:
 
     def close(self) -> None:
         if not self._finished:
-            self.client.close()
+            self.client.close(skip_shards=self._lost_shards)
         if self.factors is not None:
             self.factors.close()
 
@@ -129,7 +133,7 @@ class Worker:
         lost = self.lost_client(exc)
         gone = f" -> client {lost} ({self.spec.hosts[lost].address}) is gone" if lost is not None else ""
         out = ClusterError(f"{self._where()}: {exc.one_line()}{gone}",
-                           "the last snapshot stays valid; restart the cluster with --snapshot")
+                           "the last snapshot stays valid: rerun with --snapshot latest (or --max-restarts N)")
         for field in ("lost_workers", "shard"):
             if hasattr(exc, field):
                 setattr(out, field, getattr(exc, field))

@@ -37,6 +37,10 @@ from .keys import DEFAULT_CHUNK_BYTES, STAT, Layout
 from .protocol import DATA_PLANES, DEFAULT_DATA_PLANE, GRADIENT, PROTOCOL_VERSION, VALUE, ZERO_GRADIENT
 from .transport import ShardTransport
 
+#: seconds that leaving the shards may take in all: a hung shard must not hold a finished or
+#: failing worker past its deadline (a leave is a courtesy; shards also notice a closed stream)
+LEAVE_TIMEOUT_S = 2.0
+
 
 def make_transport(address: str, shard_id: int, job_id: str, data_plane: str = DEFAULT_DATA_PLANE,
                    **kwargs) -> ShardTransport:
@@ -396,12 +400,24 @@ class PSClient:
         self.barrier()
         self.close()
 
-    def close(self, stop_servers: bool = False) -> None:
-        """Leave every shard (best effort) and release threads and channels."""
+    def close(self, stop_servers: bool = False, skip_shards=()) -> None:
+        """Leave every shard (best effort, all at once, within ``LEAVE_TIMEOUT_S``; shards in
+        ``skip_shards`` and one whose heartbeat failed are not asked: they are dead or hung) and
+        release threads and channels."""
+        skip = set(skip_shards) | ({self._failure[1]} if self._failure else set())
+        leaves = [threading.Thread(target=self._leave, args=(tr, stop_servers), daemon=True)
+                  for i, tr in enumerate(self.transports) if i not in skip]
+        for t in leaves:
+            t.start()
+        end = time.monotonic() + LEAVE_TIMEOUT_S
+        for t in leaves:
+            t.join(max(0.0, end - time.monotonic()))
         for tr in self.transports:
-            try:
-                tr.leave(self.worker_id, stop_servers)
-            except ClusterError:
-                pass
             tr.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _leave(self, tr, stop_servers):
+        try:
+            tr.leave(self.worker_id, stop_servers)
+        except ClusterError:
+            pass

@@ -184,3 +184,41 @@ def test_a_launcher_killed_outright_takes_its_clients_along(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_hung_client_ends_every_process_within_the_deadline(tmp_path):
+    """SIGSTOP (a frozen machine) of either client, 10 trials: every process, the launcher
+    included, is gone within --deadline + 5 s, and the survivor names the hung client."""
+    paths = make_digits(tmp_path)
+    a = write_job(tmp_path / "a", paths, batch=4, iters=100000)
+    deadline = 2.0
+    for trial in range(10):
+        hosts = write_hosts(tmp_path / f"hosts{trial}.txt", 2)
+        proc = launch(a, hosts, "--deadline", str(deadline))
+        clients = []
+        try:
+            wait_for(lambda: len(children_of(proc.pid)) == 2, 60, "two clients")
+            clients = sorted(children_of(proc.pid))
+            log1 = tmp_path / "a" / "tiny.S0.M2.T1" / "client_1.log"
+            wait_for(lambda: log1.exists() and "Iteration 10," in log1.read_text(), 60, "training")
+            victim = trial % 2
+            t0 = time.monotonic()
+            os.kill(clients[victim], signal.SIGSTOP)
+            proc.wait(timeout=deadline + 5)
+            wait_for(lambda: not any(alive(c) for c in clients), deadline + 5 - (time.monotonic() - t0),
+                     "every client to end")
+            took = time.monotonic() - t0
+            err = proc.stderr.read()
+        finally:
+            for c in clients:
+                try:
+                    os.kill(c, signal.SIGKILL)
+                except OSError:
+                    pass
+            if proc.poll() is None:
+                proc.kill()
+        assert took < deadline + 5, (trial, took)
+        assert proc.returncode not in (0, None), trial
+        survivor_says = err if victim == 1 else log1.read_text()
+        assert f"client {victim} (127.0.0.1:" in survivor_says and "is gone" in survivor_says, \
+            (trial, survivor_says[-1500:])
