@@ -53,3 +53,9 @@ class ClusterError(PoseidonError):
         super().__init__(message, hint)
         self.lost_workers = tuple(sorted(int(w) for w in lost_workers))
         self.shard = None if shard is None else int(shard)
+
+
+class Interrupted(PoseidonError):
+    """The run was interrupted on request (a signal) after doing what was asked, e.g. writing a
+    snapshot; exit code 130 as for Ctrl-C."""
+    exit_code = 130

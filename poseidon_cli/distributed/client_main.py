@@ -18,10 +18,11 @@ Everything here is wiring; the life cycle and its failure reporting belong to th
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from .. import backend, config
-from ..errors import ClusterError
+from ..errors import ClusterError, Interrupted
 from ..solver.log import TrainLog
 from . import directory, sfb
 from .procs import Supervisor
@@ -60,6 +61,32 @@ def _stats_path(spec):
     return os.path.join(spec.run_dir, name)
 
 
+class SnapshotRequest:
+    """Client 0's ``action_fn`` under the local launcher: the launcher turns Ctrl-C with
+    ``--sigint-effect snapshot`` into SIGUSR1 to client 0, which writes a snapshot at its next
+    iteration boundary (while every shard still serves, so the snapshot holds the cluster's
+    weights) and then ends with :class:`Interrupted` (exit 130); the launcher stops the rest."""
+
+    def __init__(self):
+        self.requested = self.written = False
+
+    def install(self):
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __call__(self):
+        if self.written:
+            raise Interrupted("interrupted: client 0 wrote a snapshot and stopped")
+        if self.requested:
+            self.written = True
+            return "snapshot"
+        return "none"
+
+
 def run_client(spec: ClusterSpec, xp=None) -> int:
     """Run this process's worker until training ends; returns an exit code (see module doc)."""
     from ..ps.client import PSClient, make_transport
@@ -87,8 +114,10 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                               os.path.join(spec.run_dir, f"client_{k}.worker_{u}.log"))
         sync = PSSync(overlap=spec.overlap, deadline_s=spec.deadline_s, svb=spec.svb,
                       num_shards=spec.num_clients)
+        actions = SnapshotRequest().install() if spec.rank == 0 else None
         solver = Solver(param, solver_path=spec.solver, context=spec.context, xp=xp, log=log,
-                        netoutputs_path=_netoutputs_path(spec, param), sync=sync)
+                        netoutputs_path=_netoutputs_path(spec, param), sync=sync,
+                        action_fn=actions)
         # a client started by a remote launcher resolves --snapshot latest itself: the snapshot
         # folder must then be shared, as for any --snapshot of a cluster
         resume = snap.resolve_snapshot(spec.snapshot, spec.solver)

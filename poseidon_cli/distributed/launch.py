@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 from .procs import Supervisor
@@ -84,19 +85,37 @@ def _run_once(spec: ClusterSpec, attempt: int, poll_s: float, signals: _Signals)
                 break
             log = None if h.client_id == 0 else os.path.join(spec.run_dir,
                                                              f"client_{h.client_id}.log")
+            # Ctrl-C at the terminal reaches the whole group: only this process acts on it
             sup.start(f"client {h.client_id} ({h.address})", spec.child_argv(h.client_id), log,
-                      append=attempt > 0)
+                      append=attempt > 0, ignore_sigint=True)
         bad = sup.watch(grace_s=REPORT_MARGIN_S, poll_s=poll_s, interrupted=lambda: signals.got)
         if signals.got:
-            sup.stop(signals.got, grace_s=INTERRUPT_GRACE_S)
-            if signals.got == signal.SIGINT:
-                _say("interrupted; every client stopped")
-                return 130
-            _say("terminated (SIGTERM); every client stopped")
-            return 143
+            return _interrupt(sup, spec, signals.got)
         if bad is None:
             return 0
         rc = bad.returncode
         _say(f"{bad.label} exited with code {rc}; stopping the others")
         sup.stop(signal.SIGTERM, grace_s=REPORT_MARGIN_S)
         return rc if rc > 0 else 1
+
+
+def _interrupt(sup: Supervisor, spec: ClusterSpec, signum) -> int:
+    """Ctrl-C (``--sigint-effect snapshot``: client 0 first writes a snapshot, within
+    ``INTERRUPT_GRACE_S``) or SIGTERM: stop every client; 130 or 143."""
+    wrote = False
+    if signum == signal.SIGINT and spec.sigint_effect == "snapshot" and sup.children:
+        first = sup.children[0]
+        if first.returncode is None and hasattr(signal, "SIGUSR1"):
+            first.proc.send_signal(signal.SIGUSR1)
+            try:
+                first.proc.wait(timeout=INTERRUPT_GRACE_S)
+                wrote = first.returncode == 130
+            except subprocess.TimeoutExpired:
+                pass
+    sup.stop(signal.SIGTERM, grace_s=INTERRUPT_GRACE_S / 4)
+    if signum == signal.SIGINT:
+        _say("interrupted; " + ("client 0 wrote a snapshot; " if wrote else "") +
+             "every client stopped")
+        return 130
+    _say("terminated (SIGTERM); every client stopped")
+    return 143

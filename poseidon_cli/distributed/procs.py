@@ -36,10 +36,13 @@ class Child:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int):
+def _die_with_parent(parent_pid: int, ignore_sigint: bool):
     """A ``preexec_fn``: the kernel sends SIGTERM to the child when its parent ends; if the parent
-    already ended between fork and here, end now. Linux only; elsewhere a no-op."""
+    already ended between fork and here, end now. Linux only; elsewhere a no-op. With
+    ``ignore_sigint`` the child ignores SIGINT (Python then installs no KeyboardInterrupt)."""
     def preexec():
+        if ignore_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -66,11 +69,13 @@ class Supervisor:
         return False
 
     def start(self, label: str, argv: list[str], log_path: str | None = None,
-              append: bool = False) -> Child:
+              append: bool = False, ignore_sigint: bool = False) -> Child:
         """Start ``argv``; its stdout and stderr go to ``log_path`` (None: inherited), appended to
-        it when ``append`` (a restarted run keeps the earlier run's log)."""
+        it when ``append`` (a restarted run keeps the earlier run's log). ``ignore_sigint``: a
+        Ctrl-C at the terminal reaches only this process, which decides what the child does."""
         log = open(log_path, "ab" if append else "wb") if log_path else None
-        preexec = _die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None
+        preexec = (_die_with_parent(os.getpid(), ignore_sigint)
+                   if sys.platform.startswith("linux") else None)
         try:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT if log else None,
                                     preexec_fn=preexec)

@@ -52,6 +52,7 @@ class ClusterSpec:
     dilation: float | None = None
     jitter: float | None = None
     max_restarts: int = 0             # --max-restarts: the local launcher's restarts of a failed run
+    sigint_effect: str = "stop"       # the local launcher's Ctrl-C: "snapshot" has client 0 write one
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -91,7 +92,7 @@ class ClusterSpec:
         """From ``train``'s click options (``hosts``, ``solver``, ``client_id``, ``staleness``,
         ``svb``, ``gpu``, ``cpu``, ``deadline``, ``workers_per_client``, ``worker_index``,
         ``no_overlap``, ``output_dir``, ``snapshot``, ``weights``, ``emulate_compute``,
-        ``dilation``, ``jitter``, ``max_restarts``)."""
+        ``dilation``, ``jitter``, ``max_restarts``, ``sigint_effect``)."""
         hosts = tuple(parse_hosts(opts["hosts"]))
         staleness = int(opts.get("staleness") or 0)
         if staleness < 0:
@@ -118,7 +119,8 @@ class ClusterSpec:
                    overlap=not opts.get("no_overlap"), output_dir=opts.get("output_dir"),
                    snapshot=opts.get("snapshot"), weights=opts.get("weights"),
                    emulate_compute=opts.get("emulate_compute"), dilation=opts.get("dilation"),
-                   jitter=opts.get("jitter"), max_restarts=max_restarts)
+                   jitter=opts.get("jitter"), max_restarts=max_restarts,
+                   sigint_effect=opts.get("sigint_effect") or "stop")
 
     def child_argv(self, k: int, t: int = 0) -> list[str]:
         """The command line of worker ``t`` of client ``k``, writing to this spec's run folder.

@@ -222,3 +222,52 @@ def test_a_hung_client_ends_every_process_within_the_deadline(tmp_path):
         survivor_says = err if victim == 1 else log1.read_text()
         assert f"client {victim} (127.0.0.1:" in survivor_says and "is gone" in survivor_says, \
             (trial, survivor_says[-1500:])
+
+
+@pytest.mark.parametrize("effect", ["snapshot", "stop"])
+def test_ctrl_c_to_the_group_stops_all_and_snapshots_when_asked(tmp_path, effect):
+    """Ctrl-C at the terminal (SIGINT to the whole process group), 10 trials: every process is gone
+    within 10 s; with --sigint-effect snapshot client 0 wrote a snapshot that loads, first."""
+    paths = make_digits(tmp_path)
+    a = write_job(tmp_path / "a", paths, batch=4, iters=100000)
+    snap_dir = tmp_path / "a" / "snap"
+    for trial in range(10 if effect == "snapshot" else 3):
+        if snap_dir.exists():
+            shutil.rmtree(snap_dir)
+        hosts = write_hosts(tmp_path / f"hosts{trial}.txt", 2)
+        proc = subprocess.Popen([sys.executable, "-m", "poseidon_cli.cli", "train", "--solver", a,
+                                 "--hosts", str(hosts), "--deadline", "30", "--sigint-effect", effect],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        clients = []
+        try:
+            wait_for(lambda: len(children_of(proc.pid)) == 2, 60, "two clients")
+            clients = children_of(proc.pid)
+            log1 = tmp_path / "a" / "tiny.S0.M2.T1" / "client_1.log"
+            wait_for(lambda: log1.exists() and "Iteration 10," in log1.read_text(), 60, "training")
+            t0 = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            err = proc.communicate(timeout=20)[1]
+            wait_for(lambda: not any(alive(c) for c in clients), max(0.1, 10 - (time.monotonic() - t0)),
+                     "every client to end")
+            took = time.monotonic() - t0
+        finally:
+            for c in clients:
+                try:
+                    os.kill(c, signal.SIGKILL)
+                except OSError:
+                    pass
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, (trial, err[-2000:])
+        assert took < 10, (trial, took)
+        states = sorted(snap_dir.glob("tiny_iter_*.solverstate")) if snap_dir.exists() else []
+        if effect == "snapshot":
+            assert "client 0 wrote a snapshot" in err, (trial, err[-2000:])
+            assert len(states) == 1, (trial, states)
+            from poseidon_cli.solver import snapshot as snap
+            state = snap.read_solverstate(str(states[0]))
+            assert state.iter >= 10 and os.path.isfile(state.learned_net)
+            assert read_caffemodel(state.learned_net)
+        else:
+            assert states == [], (trial, states)

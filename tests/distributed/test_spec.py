@@ -61,8 +61,9 @@ def test_child_argv_round_trips_and_forwards_only_what_children_use(hosts, tmp_p
     assert argv[:4] == [sys.executable, "-m", "poseidon_cli.cli", "train"]
     assert "--sigint-effect" not in argv and "--sighup-effect" not in argv
     child = ClusterSpec.from_cli(parse_train(argv[4:]))
+    # the launcher acts on Ctrl-C itself (client 0 learns of a snapshot request by SIGUSR1)
     assert child == launcher.replace(client_id=1, worker_index=1, output_dir=str(tmp_path / "run"),
-                                     run_dir=None)
+                                     run_dir=None, sigint_effect="stop")
     assert "--worker-index" not in launcher.child_argv(0, 0)
 
 
