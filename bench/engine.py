@@ -509,8 +509,7 @@ def main(argv=None):
 if __name__ == "__main__":
     import sys
     import blas_env  # noqa: E402 - bench/ is the script folder
-    if "forced" not in [a.partition("=")[2] or b for a, b in zip(sys.argv, sys.argv[1:] + [""])
-                        if a.startswith("--blas-env")]:
+    if not blas_env.keeps_forced(sys.argv):
         blas_env.run_natively()
     if not any(a.startswith("--memory-child") for a in sys.argv):
         print(blas_env.describe(), flush=True)

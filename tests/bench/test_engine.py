@@ -69,3 +69,12 @@ def test_device_gpu_without_a_gpu_exits_3(capsys, conformance_dir):
     assert exc.value.code == 3
     err = capsys.readouterr().err
     assert "no usable GPU" in err and err.count("\n") == 1
+
+
+def test_blas_env_forced_is_kept_only_when_asked():
+    import blas_env
+    assert blas_env.keeps_forced(["engine.py", "--nets", "lenet", "--blas-env", "forced"])
+    assert blas_env.keeps_forced(["engine.py", "--blas-env=forced"])
+    assert not blas_env.keeps_forced(["engine.py", "--blas-env", "native"])
+    assert not blas_env.keeps_forced(["engine.py", "--nets", "forced"])
+    assert not blas_env.keeps_forced(["engine.py", "--blas-env"])
