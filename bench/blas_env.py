@@ -21,6 +21,15 @@ def run_natively() -> None:
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
+def keeps_forced(argv) -> bool:
+    """Whether ``argv`` asks to keep the machine's settings (``--blas-env forced`` or
+    ``--blas-env=forced``), for a comparison run; the script's own parser accepts the option."""
+    for a, b in zip(argv, list(argv[1:]) + [""]):
+        if a == "--blas-env" and b == "forced" or a == "--blas-env=forced":
+            return True
+    return False
+
+
 def describe() -> str:
     """One line: the BLAS numpy loaded (e.g. ``OpenBLAS 0.3.27, SkylakeX kernel``) and whether the
     environment forces a kernel."""

@@ -12,7 +12,10 @@ For every convolution the table also times the GEMMs alone that our im2col metho
 shapes, operands built beforehand, no column copies): where that column exceeds torch's time, no
 im2col + OpenBLAS implementation of the layer can match PyTorch's direct (oneDNN) convolution.
 
-Usage: python bench/conv_ops.py [--reps 15] [--threads 2] [--clock wall|cpu]
+Runs on the processor's own OpenBLAS kernel (``blas_env.py``); ``--blas-env forced`` keeps the
+machine's OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for comparison.
+
+Usage: python bench/conv_ops.py [--reps 15] [--threads 2] [--clock wall|cpu] [--blas-env forced]
                                 [--out bench/results/conv_ops.json]
 """
 from __future__ import annotations
@@ -135,6 +138,9 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--blas-env", choices=["native", "forced"], default="native",
+                    help="native: drop OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (what a user's machine "
+                         "runs); forced: keep the machine's settings, for comparison")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "conv_ops.json"))
     args = ap.parse_args(argv)
@@ -189,6 +195,8 @@ def main(argv=None):
 
 if __name__ == "__main__":
     import blas_env  # noqa: E402 - bench/ is the script folder
-    blas_env.run_natively()
+    import sys
+    if not blas_env.keeps_forced(sys.argv):
+        blas_env.run_natively()
     print(blas_env.describe(), flush=True)
     main()

@@ -1,10 +1,15 @@
 """Whole-net forward+backward throughput: poseidon's engine vs the same net in PyTorch.
 
-Nets come from the conformance prototxts (Data layers replaced by Input layers of the batch
-shape): LeNet (batch 64) and CIFAR-10 quick (batch 100) on the CPU; with a GPU (CuPy + torch CUDA)
-also AlexNet (batch 128) and GoogLeNet (batch 32). The PyTorch twin replays the same layer graph
-by blob name (Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, Concat,
-weighted cross-entropy losses) from our initial weights and inputs. On the GPU PyTorch runs cuDNN
+Nets come from the conformance prototxts and models/ (Data layers replaced by Input layers of
+the batch shape, random inputs): LeNet, CIFAR-10 quick and full, CaffeNet, AlexNet, GoogLeNet and
+ResNet-50, forward+backward in TRAIN, with CPU batches a small machine steps in seconds and larger
+GPU ones (``NETS``). The PyTorch twin replays the same layer graph by blob name
+(Conv2d/MaxPool/AvgPool with ceil_mode, Linear, ReLU, LRN, Dropout, Concat, BatchNorm on batch
+statistics, per-channel Scale, Eltwise, weighted cross-entropy losses) from our initial weights
+and inputs. ``--memory`` adds each engine's peak resident memory of a training step, measured in
+a process of its own per net and engine, minus a process that only imports.
+The benchmark re-executes itself without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (``blas_env.py``: the
+processor's own kernel, what a user's machine runs); ``--blas-env forced`` keeps them. On the GPU PyTorch runs cuDNN
 in full FP32 (TF32 off), as our cuBLAS GEMMs are. Both run the same thread count
 (``torch.set_num_threads`` and our ``ops.threads`` pool; ``--threads 1,2`` runs each count in
 turn). Times are the median over repetitions taken in alternating blocks (``pairing.py``: drift on
@@ -13,13 +18,13 @@ still spin; compare ratios from one run).
 Also prints our per-layer forward/backward medians, so the report says where the time goes.
 
 ``--device gpu`` runs only the GPU configurations and exits 3 with one line when CuPy or torch
-sees no GPU; ``--device cpu`` only the CPU ones (a GPU-only net named in ``--nets`` then runs on
-the CPU too). ``--batch alexnet=8`` overrides a net's batch (small CPU stand-in runs).
+sees no GPU; ``--device cpu`` only the CPU ones. ``--batch alexnet=8`` overrides a net's batch (small CPU stand-in runs).
 ``--conformance DIR`` is the folder holding ``bvlc/...`` (default: ``shared/conformance`` in the
 checkout if present, else ``../shared/conformance`` beside it).
 
 Usage: python bench/engine.py [--reps 9] [--rounds 1] [--threads 2] [--nets lenet,alexnet]
-                              [--device auto|cpu|gpu] [--batch NET=N ...]
+                              [--device auto|cpu|gpu] [--batch NET=N ...] [--memory]
+                              [--blas-env native|forced]
                               [--out bench/results/engine.json]
 """
 from __future__ import annotations
@@ -53,12 +58,23 @@ def default_conformance():
 
 CONF = default_conformance()
 
+# (name, prototxt, CPU input shape, GPU input shape): a relative prototxt lives under the
+# conformance folder, an absolute one in this checkout's models/. The CPU batches are what a
+# two-core machine steps in seconds; the GPU ones fill a device.
 NETS = [
-    ("lenet", "bvlc/examples/mnist/lenet_train_test.prototxt", (64, 1, 28, 28), False),
+    ("lenet", "bvlc/examples/mnist/lenet_train_test.prototxt", (64, 1, 28, 28), (64, 1, 28, 28)),
     ("cifar10_quick", "bvlc/examples/cifar10/cifar10_quick_train_test.prototxt",
-     (100, 3, 32, 32), False),
-    ("alexnet", "bvlc/models/bvlc_alexnet/train_val.prototxt", (128, 3, 227, 227), True),
-    ("googlenet", "bvlc/models/bvlc_googlenet/train_val.prototxt", (32, 3, 224, 224), True),
+     (100, 3, 32, 32), (100, 3, 32, 32)),
+    ("cifar10_full", "bvlc/examples/cifar10/cifar10_full_train_test.prototxt",
+     (100, 3, 32, 32), (100, 3, 32, 32)),
+    ("caffenet", str(ROOT / "models" / "bvlc_reference_caffenet" / "train_val.prototxt"),
+     (32, 3, 227, 227), (128, 3, 227, 227)),
+    ("alexnet", "bvlc/models/bvlc_alexnet/train_val.prototxt", (32, 3, 227, 227),
+     (128, 3, 227, 227)),
+    ("googlenet", "bvlc/models/bvlc_googlenet/train_val.prototxt", (16, 3, 224, 224),
+     (32, 3, 224, 224)),
+    ("resnet_50", str(ROOT / "models" / "resnet_50" / "train_val.prototxt"), (8, 3, 224, 224),
+     (32, 3, 224, 224)),
 ]
 
 
@@ -111,6 +127,45 @@ def _torch_op(layer, ntops, torch, device, params):
         return lambda x, L=layer: (F.dropout(x, L.ratio, True),)
     if t == "Concat":
         return lambda *xs, L=layer: (torch.cat(xs, dim=L.axis),)
+    if t == "BatchNorm":
+        if layer.use_global_stats:   # the stored statistics, scaled as Caffe keeps them
+            s_ = float(backend.to_host(layer.blobs[2].data)[0])
+            s_ = 0.0 if s_ == 0 else 1.0 / s_
+            mean = torch.tensor(backend.to_host(layer.blobs[0].data) * s_, device=device)
+            var = torch.tensor(backend.to_host(layer.blobs[1].data) * s_, device=device)
+            return lambda x, L=layer: (F.batch_norm(x, mean, var, training=False, eps=L.eps),)
+        # TRAIN: batch mean and biased batch variance, no affine part (Scale follows)
+        return lambda x, L=layer: (F.batch_norm(x, None, None, training=True, eps=L.eps),)
+    if t == "Scale":
+        if len(layer.blobs) < 1 or layer.blobs[0].data.ndim != 1 or \
+                int(layer.param.scale_param.axis) != 1:
+            raise SystemExit(f"bench: Scale twin covers a learned per-channel scale only "
+                             f"(layer {layer.name})")
+        g = weight(0)
+        b = weight(layer.bias_index) if layer.bias_index is not None else None
+
+        def scale(x):
+            y = x * g.view(1, -1, *([1] * (x.dim() - 2)))
+            return (y if b is None else y + b.view(1, -1, *([1] * (x.dim() - 2))),)
+        return scale
+    if t == "Eltwise":
+        from poseidon_cli.layers.eltwise import _P
+
+        def eltwise(*xs, L=layer):
+            if L.op == _P.SUM:
+                y = L.coeff[0] * xs[0] if L.coeff[0] != 1 else xs[0]
+                for c, x in zip(L.coeff[1:], xs[1:]):
+                    y = y + (c * x if c != 1 else x)
+            elif L.op == _P.PROD:
+                y = xs[0]
+                for x in xs[1:]:
+                    y = y * x
+            else:
+                y = xs[0]
+                for x in xs[1:]:
+                    y = torch.maximum(y, x)
+            return (y,)
+        return eltwise
     if t == "SoftmaxWithLoss":
         wt = float(layer.loss_weights[0])
         return lambda x, label: (wt * F.cross_entropy(x, label),)
@@ -215,6 +270,87 @@ def _select(dev):
     return backend.use_gpu(0) if dev == "gpu" else backend.use_cpu()
 
 
+def _blas_line():
+    import blas_env  # noqa: E402 - bench/ is the script folder
+    return blas_env.describe()
+
+
+def _peak_rss_mib():
+    """Peak resident set of this process since the last :func:`_reset_peak`, in MiB: Linux's
+    VmHWM of this address space, not ``ru_maxrss``, which a process started by exec inherits
+    from the parent it was spawned from."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset_peak():
+    """Restart the peak-RSS count (Linux: ``clear_refs`` 5), so the setup that built a net for
+    the other engine does not count; False where the kernel does not offer it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(spec, batches, conf, nthreads):
+    """Run in a child process: ``NET:ours``, ``NET:torch`` or ``-:baseline``. Prints one JSON
+    line with the peak resident MiB of two training steps (after the net is built; for torch
+    our net, which only supplies the weights, is freed first), or of the imports alone."""
+    import gc
+    import torch
+    name, _, engine_name = spec.partition(":")
+    torch.set_num_threads(int(nthreads))
+    threads.set_num_threads(int(nthreads))
+    if engine_name == "baseline":
+        _reset_peak()
+        print(json.dumps({"peak_mib": _peak_rss_mib()}))
+        return 0
+    rel, shape = {n: (r, c) for n, r, c, _ in NETS}[name]
+    if name in batches:
+        shape = (batches[name],) + shape[1:]
+    net = build_ours(rel, shape, backend.use_cpu(), conf)
+    step = ours_step(net)
+    if engine_name == "torch":
+        step = build_torch(net, torch, "cpu")
+        del net
+        gc.collect()
+    exact = _reset_peak()
+    for _ in range(2):
+        step()
+    print(json.dumps({"peak_mib": _peak_rss_mib(), "reset": exact}))
+    return 0
+
+
+def measure_memory(names, batch_args, conf, nthreads):
+    """{net: {"ours": MiB, "torch": MiB}}: each engine's peak resident memory of a training step,
+    in its own process, minus that of a process that only imports (the interpreter, numpy and
+    torch)."""
+    import subprocess
+    import sys
+
+    def child(spec):
+        cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), f"--memory-child={spec}",
+               "--conformance", str(conf), "--threads", str(nthreads)]
+        for b in batch_args:
+            cmd += ["--batch", b]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if out.returncode:
+            raise SystemExit(f"engine.py: memory child {spec} failed: {out.stderr[-500:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+    base = child("-:baseline")
+    return {n: {"ours": child(f"{n}:ours") - base, "torch": child(f"{n}:torch") - base,
+                "baseline": base} for n in names}
+
+
 def parse_batches(items, ap):
     """{net: batch} from ``NET=N`` strings; ``ap.error`` (exit 2) on a bad one."""
     known = {n for n, *_ in NETS}
@@ -236,10 +372,17 @@ def main(argv=None):
                          "ratio is the median over rounds and the range is printed")
     ap.add_argument("--threads", default=str(os.cpu_count()),
                     help="thread count(s) for both engines, comma-separated (e.g. 1,2)")
-    ap.add_argument("--nets", default="lenet,cifar10_quick,alexnet,googlenet")
+    ap.add_argument("--nets", default=",".join(n for n, *_ in NETS))
     ap.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     ap.add_argument("--batch", action="append", default=[], metavar="NET=N")
     ap.add_argument("--conformance", default=None, help="folder holding bvlc/...")
+    ap.add_argument("--blas-env", choices=["native", "forced"], default="native",
+                    help="native: drop OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (what a user's machine "
+                         "runs); forced: keep the machine's settings, for comparison")
+    ap.add_argument("--memory", action="store_true",
+                    help="also measure each engine's peak resident memory of a training step, "
+                         "each net and engine in its own process (CPU only)")
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
     args = ap.parse_args(argv)
     batches = parse_batches(args.batch, ap)
@@ -251,6 +394,8 @@ def main(argv=None):
     unknown = sorted(set(wanted) - {n for n, *_ in NETS})
     if unknown:
         ap.error(f"--nets: unknown net(s) {', '.join(unknown)}")
+    if args.memory_child:
+        return memory_child(args.memory_child, batches, conf, args.threads)
     import torch
     gpu = backend.gpu_available() and torch.cuda.is_available()
     if args.device == "gpu" and not gpu:
@@ -265,14 +410,13 @@ def main(argv=None):
     errors = []    # {net, device, stage, error}: configurations that raised
     configs = []   # (name, dev, nthreads, shape, net, torch step)
     for nthreads in [int(t) for t in args.threads.split(",")]:
-        for name, rel, shape, gpu_only in NETS:
+        for name, rel, cpu_shape, gpu_shape in NETS:
             if name not in wanted:
                 continue
-            if name in batches:
-                shape = (batches[name],) + shape[1:]
             for dev in devices:
-                if dev == "cpu" and gpu_only and args.device == "auto":
-                    continue
+                shape = cpu_shape if dev == "cpu" else gpu_shape
+                if name in batches:
+                    shape = (batches[name],) + shape[1:]
                 xp = _select(dev)
                 described[dev] = backend.device_description()
                 try:
@@ -322,6 +466,13 @@ def main(argv=None):
             "profile_ms": {ln: {"forward": round(f, 3), "backward": round(b, 3)}
                            for ln, (f, b) in zip(net.layer_names, prof)},
         })
+    memory = {}
+    if args.memory and "cpu" in devices:
+        memory = measure_memory([n for n, *_ in NETS if n in wanted], args.batch, conf,
+                                args.threads.split(",")[0])
+        for r in rows:
+            if r["device"] == "cpu" and r["net"] in memory:
+                r["peak_rss_mib"] = memory[r["net"]]
     print(f"{'net':14} {'dev':4} {'thr':>3} {'batch':>5} {'ours img/s':>11} {'torch img/s':>12} "
           f"{'ratio':>6} {'range over rounds':>18}   (fwd+bwd, medians of {args.reps} steps, "
           f"{args.rounds} round(s); ratio = ours/torch throughput, median over rounds)")
@@ -335,10 +486,17 @@ def main(argv=None):
               ", ".join(f"{k} {v['forward']:.1f}/{v['backward']:.1f}"
                         for k, v in r["profile_ms"].items()
                         if v["forward"] + v["backward"] >= 0.05))
+    if memory:
+        print(f"peak resident memory of a training step, MiB above a process that only imports "
+              f"(each in its own process, {args.threads.split(',')[0]} thread(s)):")
+        for name, m in memory.items():
+            print(f"  {name:14} ours {m['ours']:8.0f}  torch {m['torch']:8.0f}  "
+                  f"ratio {m['ours'] / max(m['torch'], 1e-9):.2f}")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = {"host": platform.node(), "python": platform.python_version(),
            "numpy": np.__version__, "torch": torch.__version__, "threads": args.threads,
-           "cpu_count": os.cpu_count(), "loadavg": load,
+           "cpu_count": os.cpu_count(), "loadavg": load, "blas": _blas_line(),
+           "memory_mib": memory,
            "torch_cuda_device": torch.cuda.get_device_name(0) if gpu else None,
            "tf32": False if gpu else None,
            "reps": args.reps, "rounds": args.rounds, "results": rows, "errors": errors}
@@ -349,7 +507,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    import sys
     import blas_env  # noqa: E402 - bench/ is the script folder
-    blas_env.run_natively()
-    print(blas_env.describe(), flush=True)
+    if not blas_env.keeps_forced(sys.argv):
+        blas_env.run_natively()
+    if not any(a.startswith("--memory-child") for a in sys.argv):
+        print(blas_env.describe(), flush=True)
     raise SystemExit(main())

@@ -22,6 +22,9 @@ def _prod(dims):
     return int(np.prod(dims, dtype=np.int64)) if len(dims) else 1
 
 
+# Elements of the scratch block one weight-gradient product is written to (see backward).
+_SCRATCH_ELEMS = 1 << 21
+
 @register("InnerProduct")
 class InnerProductLayer(Layer):
     exact_num_bottom = 1
@@ -97,10 +100,22 @@ class InnerProductLayer(Layer):
             wd = self.blobs[0].diff
 
             def wgrad(n0, n1):   # each thread owns a block of output units (disjoint rows of dW)
-                if self.transpose:
-                    wd[:, n0:n1] += x.T @ dy[:, n0:n1]
-                else:
-                    wd[n0:n1] += dy[:, n0:n1].T @ x
+                # dW accumulates (Caffe's diffs add up), so the product goes to a scratch block
+                # first: a few MB reused over the rows rather than a fresh dW-sized temporary,
+                # whose allocation and page faults cost more than the GEMM on large layers
+                step = max(1, min(n1 - n0, _SCRATCH_ELEMS // max(1, self.K)))
+                tmp = xp.empty((step, self.K) if not self.transpose else (self.K, step),
+                               dtype=wd.dtype)
+                for r0 in range(n0, n1, step):
+                    r1 = min(n1, r0 + step)
+                    if self.transpose:
+                        t = tmp[:, :r1 - r0]
+                        xp.matmul(x.T, dy[:, r0:r1], out=t)
+                        wd[:, r0:r1] += t
+                    else:
+                        t = tmp[:r1 - r0]
+                        xp.matmul(dy[:, r0:r1].T, x, out=t)
+                        wd[r0:r1] += t
             threads.parallel_for(self.N, wgrad, xp, cost=cost)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff[...] += dy.sum(axis=0)

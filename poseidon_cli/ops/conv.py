@@ -111,6 +111,12 @@ def _chunk(xp, g, itemsize, n=None):
     return max(1, min(n, budget // per_image))
 
 
+# Below this many output pixels a 1x1 weight gradient gathers the batch into one GEMM (per-image
+# GEMMs with so short an inner dimension run far below peak); above it, one GEMM per image on
+# the pool, without the gathering copies.
+_POINTWISE_PER_IMAGE_PIXELS = 1024
+
+
 def _weights_nhwc(w, g):
     """Per-group ``(Og, kh*kw*Cg)`` matrices matching NHWC column order (i, j, c)."""
     xp = get_array_module(w)
@@ -232,13 +238,32 @@ def _backward_weight(x, dy, g, want_db=False):
     dy3 = dy.reshape(N, g.O, Ho * Wo)
     if g.pointwise:
         x3 = x.reshape(N, g.C, g.H * g.W)
-        dw = xp.empty((g.O, g.Cg), dtype=x.dtype)
-        for gi in range(g.g):
-            os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
-            # sum_n dy[n] @ x[n].T as one GEMM over (n, pixel)
-            dyT = xp.ascontiguousarray(dy3[:, os_].transpose(1, 0, 2)).reshape(g.Og, -1)
-            xT = xp.ascontiguousarray(x3[:, cs].transpose(1, 0, 2)).reshape(g.Cg, -1)
-            dw[os_] = dyT @ xT.T
+        if g.H * g.W < _POINTWISE_PER_IMAGE_PIXELS:
+            dw = xp.empty((g.O, g.Cg), dtype=x.dtype)
+            for gi in range(g.g):
+                os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
+                # sum_n dy[n] @ x[n].T as one GEMM over (n, pixel)
+                dyT = xp.ascontiguousarray(dy3[:, os_].transpose(1, 0, 2)).reshape(g.Og, -1)
+                xT = xp.ascontiguousarray(x3[:, cs].transpose(1, 0, 2)).reshape(g.Cg, -1)
+                dw[os_] = dyT @ xT.T
+            return dw.reshape(g.O, g.Cg, 1, 1), dy.sum(axis=(0, 2, 3)) if want_db else None
+
+        def pointwise_part(n0, n1):
+            # sum_n dy[n] @ x[n].T, one GEMM per image straight on the NCHW arrays: on large
+            # images gathering (n, pixel) into one operand first cost more than the GEMM
+            part = xp.zeros((g.O, g.Cg), dtype=x.dtype)
+            tmp = xp.empty((g.Og, g.Cg), dtype=x.dtype)
+            for n in range(n0, n1):
+                for gi in range(g.g):
+                    os_ = slice(gi * g.Og, (gi + 1) * g.Og)
+                    cs = slice(gi * g.Cg, (gi + 1) * g.Cg)
+                    xp.matmul(dy3[n, os_], x3[n, cs].T, out=tmp)
+                    part[os_] += tmp
+            return part
+        parts = threads.parallel_for(N, pointwise_part, xp, cost=x.nbytes + dy.nbytes)
+        dw = parts[0]
+        for p in parts[1:]:
+            dw += p
         return dw.reshape(g.O, g.Cg, 1, 1), dy.sum(axis=(0, 2, 3)) if want_db else None
 
     parts = threads.parallel_for(
@@ -308,10 +333,14 @@ def _backward_data(dy, w, g, method=None):
     if g.pointwise:
         dy3 = dy.reshape(N, g.O, Ho * Wo)
         w2 = w.reshape(g.O, g.Cg)
+        wT = [xp.ascontiguousarray(w2[gi * g.Og:(gi + 1) * g.Og].T) for gi in range(g.g)]
         dx = xp.empty((N, g.C, g.H * g.W), dtype=dy.dtype)
-        for gi in range(g.g):
-            os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
-            dx[:, cs] = xp.matmul(w2[os_].T, dy3[:, os_])
+
+        def pointwise_range(n0, n1):   # on the pool: OpenBLAS itself runs one thread
+            for gi in range(g.g):
+                os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
+                xp.matmul(wT[gi], dy3[n0:n1, os_], out=dx[n0:n1, cs])
+        threads.parallel_for(N, pointwise_range, xp, cost=dx.nbytes)
         return dx.reshape(N, g.C, g.H, g.W)
 
     ph2 = g.dh * (g.kh - 1) - g.ph

@@ -25,7 +25,9 @@ def _no_dropout(param):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, shape", [("googlenet", (1, 3, 224, 224)),
-                                         ("alexnet", (2, 3, 227, 227))])
+                                         ("alexnet", (2, 3, 227, 227)),
+                                         ("cifar10_full", (4, 3, 32, 32)),
+                                         ("resnet_50", (2, 3, 224, 224))])
 def test_torch_twin_computes_our_loss_and_gradients(conformance_dir, name, shape):
     rel = {n: r for n, r, *_ in engine.NETS}[name]
     net = engine.build_ours(rel, shape, np, conformance_dir, edit=_no_dropout)
@@ -41,7 +43,11 @@ def test_torch_twin_computes_our_loss_and_gradients(conformance_dir, name, shape
     theirs_grad = step.params[0].grad.numpy()
     assert ours_grad.shape == theirs_grad.shape
     err = np.linalg.norm(ours_grad - theirs_grad) / np.linalg.norm(theirs_grad)
-    assert err < 1e-2   # float32 through 8 (AlexNet) or 22 (GoogLeNet) layers of backward
+    # float32 through 8 (AlexNet) or 22 (GoogLeNet) layers of backward. ResNet-50 at batch 2:
+    # the batch-statistics BatchNorm backward subtracts two nearly equal means per channel (98
+    # values at the last stage), so its error is already about 1% at the last convolution and
+    # about 2.3% at the first; the loss above, which the forward semantics decide, agrees to 1e-4.
+    assert err < (5e-2 if name == "resnet_50" else 1e-2)
 
 
 def test_batch_overrides_and_bad_usage(capsys):
@@ -63,3 +69,12 @@ def test_device_gpu_without_a_gpu_exits_3(capsys, conformance_dir):
     assert exc.value.code == 3
     err = capsys.readouterr().err
     assert "no usable GPU" in err and err.count("\n") == 1
+
+
+def test_blas_env_forced_is_kept_only_when_asked():
+    import blas_env
+    assert blas_env.keeps_forced(["engine.py", "--nets", "lenet", "--blas-env", "forced"])
+    assert blas_env.keeps_forced(["engine.py", "--blas-env=forced"])
+    assert not blas_env.keeps_forced(["engine.py", "--blas-env", "native"])
+    assert not blas_env.keeps_forced(["engine.py", "--nets", "forced"])
+    assert not blas_env.keeps_forced(["engine.py", "--blas-env"])

@@ -98,3 +98,22 @@ def test_wrong_input_size_after_setup_is_an_error():
         layer.reshape(bottom, top)
     with pytest.raises(NetError, match="num_output"):
         run_forward(make_layer('type: "InnerProduct"'), make_blobs([(2, 6)]))
+
+
+@pytest.mark.parametrize("extra", ["", "transpose: true"])
+def test_weight_gradient_in_scratch_blocks_accumulates(monkeypatch, extra):
+    """A scratch block smaller than dW (2 rows of 12 inputs here, 5 outputs: 3 blocks, the last
+    one short) gives the same accumulated gradient as one product."""
+    from poseidon_cli.layers import inner_product
+    monkeypatch.setattr(inner_product, "_SCRATCH_ELEMS", 24)
+    bottom = make_blobs([(3, 3, 2, 2)])
+    layer = _ip(extra)
+    top = run_forward(layer, bottom)
+    dy = np.random.default_rng(5).standard_normal(top[0].shape)
+    top[0].diff[...] = dy
+    before = np.random.default_rng(6).standard_normal(layer.blobs[0].shape)
+    layer.blobs[0].diff[...] = before
+    layer.backward(top, [False], bottom)
+    x = bottom[0].data.reshape(3, 12)
+    want = before + (x.T @ dy if extra else dy.T @ x)
+    np.testing.assert_allclose(layer.blobs[0].diff, want, rtol=1e-6, atol=1e-6)

@@ -208,3 +208,25 @@ def test_deconv_is_adjoint_of_conv():
     xz = cv.deconv2d_forward(z, w, None, 2, 1, 1, 2)
     assert xz.shape == x.shape
     assert abs((y * z).sum() - (x * xz).sum()) < 1e-9
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_pointwise_on_two_threads_matches_torch(group):
+    """The 1x1 path's per-image GEMMs split over the pool (inputs large enough to be split)."""
+    torch = pytest.importorskip("torch")
+    from poseidon_cli.ops import threads
+    rng = np.random.default_rng(4)
+    x, w, b, s, p, d, g = _make((5, 8, 16, 16, 6, 1, 1, 0, 1, group), rng)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, groups=g)
+    dy = rng.standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(dy))
+    before = threads.num_threads()
+    threads.set_num_threads(2)
+    try:
+        y = cv.conv2d_forward(x, w, b, s, p, d, g)
+        dx, dw, db = cv.conv2d_backward(x, w, dy, s, p, d, g)
+    finally:
+        threads.set_num_threads(before)
+    for ours, ref in [(y, ty), (dx, tx.grad), (dw, tw.grad), (db, tb.grad)]:
+        np.testing.assert_allclose(ours, ref.detach().numpy(), rtol=1e-9, atol=1e-9)
