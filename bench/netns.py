@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -106,6 +107,7 @@ class NetnsCluster:
         self._procs: list[subprocess.Popen] = []
         self._open = False
         self._old_handlers = {}
+        self.secret = secrets.token_hex(32)   # the job secret of every run_in process
 
     # ------------------------------------------------------------------ setup
     def __enter__(self):
@@ -207,6 +209,10 @@ class NetnsCluster:
         if not self._open:
             raise NetnsError("the cluster is not open (use it inside 'with NetnsCluster(...)')")
         popen_kwargs.setdefault("start_new_session", True)
+        # the processes of one cluster share a job secret, as a launcher would give them
+        env = dict(popen_kwargs.get("env") or os.environ)
+        env.setdefault("POSEIDON_SECRET", self.secret)
+        popen_kwargs["env"] = env
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *map(str, argv)], **popen_kwargs)
         self._procs.append(p)
         return p

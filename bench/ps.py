@@ -36,6 +36,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poseidon_cli.ps.client import PSClient  # noqa: E402
+from poseidon_cli.ps.auth import Security, TlsFiles  # noqa: E402
 from poseidon_cli.ps.client import make_transport  # noqa: E402
 
 ALEXNET = [("conv1.0", (96, 3, 11, 11)), ("conv1.1", (96,)), ("conv2.0", (256, 48, 5, 5)), ("conv2.1", (256,)),
@@ -186,19 +187,30 @@ class PSLink:
     push + clock + pull of every parameter."""
 
     def __init__(self, params, shards: int, tmp: str, streams: int, channels: int, chunk_bytes: int,
-                 data_plane: str):
+                 data_plane: str, security: str = "none"):
         job = f"bench-{os.getpid()}-{shards}-{data_plane}-{time.monotonic_ns()}"
         self.procs, pfs = [], []
+        extra, secret, tls = [], None, None
+        if security in ("secret", "tls"):
+            secret = os.urandom(32).hex()
+            sf = os.path.join(tmp, f"{job}.secret")
+            with open(sf, "w") as f:
+                f.write(secret)
+            extra += ["--secret-file", sf]
+        if security == "tls":
+            tls = make_tls(tmp)
+            extra += ["--tls-cert", tls.cert, "--tls-key", tls.key, "--tls-ca", tls.ca]
+        sec = Security.for_job(secret.encode() if secret else None, job, tls)
         try:
             for i in range(shards):
                 pf = os.path.join(tmp, f"{job}_{i}.port")
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "poseidon_cli.ps.server", "--job-id", job, "--shard-id", str(i),
                      "--num-shards", str(shards), "--port-file", pf, "--updater", "sgd:lr=0.001",
-                     "--data-plane", data_plane], cwd=ROOT))
+                     "--data-plane", data_plane, *extra], cwd=ROOT))
                 pfs.append(pf)
             ports = [wait_port(pf, p) for pf, p in zip(pfs, self.procs)]
-            trs = [make_transport(f"127.0.0.1:{p}", i, job, data_plane, channels=channels)
+            trs = [make_transport(f"127.0.0.1:{p}", i, job, data_plane, channels=channels, security=sec)
                    for i, p in enumerate(ports)]
             self.client = PSClient(trs, job, 0, 1, params, staleness=0, chunk_bytes=chunk_bytes, deadline_s=120,
                                    streams_per_shard=streams)
@@ -229,6 +241,24 @@ class PSLink:
                 p.wait()
 
 
+def make_tls(tmp: str) -> TlsFiles:
+    """A CA and a certificate it signed for 127.0.0.1 (openssl), made once per run folder."""
+    folder = pathlib.Path(tmp) / "tls"
+    if not (folder / "node.pem").exists():
+        folder.mkdir(exist_ok=True)
+
+        def openssl(*args):
+            subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                "-days", "2", "-subj", "/CN=bench-ca")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+                "-subj", "/CN=bench-node")
+        (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", "node.pem", "-days", "2", "-extfile", "ext.cnf")
+    return TlsFiles(str(folder / "node.pem"), str(folder / "node.key"), str(folder / "ca.pem"))
+
+
 def paired(link, raw: RawLink, rounds: int, warmup: int) -> dict:
     """``rounds`` (raw round, link round) pairs; medians over the pairs after ``warmup``."""
     pairs = [(raw.round(), link.round()) for _ in range(rounds)]
@@ -254,13 +284,14 @@ def one_run(params, nbytes: int, a, tmp: str) -> list[dict]:
             rows.append({"setting": "bare gRPC stream", "plane": "bare-grpc", "shards": 1, "seconds": t,
                          "GB/s": moved / t / 1e9, "ratio": r["raw_seconds"] / t})
         for s in [int(x) for x in a.shards.split(",")]:
-            for plane in a.planes.split(","):
-                link = PSLink(params, s, tmp, a.streams, a.channels, a.chunk_kb * 1024, plane)
+            for plane, sec in [(p, c) for p in a.planes.split(",") for c in a.security.split(",")]:
+                link = PSLink(params, s, tmp, a.streams, a.channels, a.chunk_kb * 1024, plane, sec)
                 try:
                     p = paired(link, raw, a.rounds, a.warmup)
                 finally:
                     link.close()
-                rows.append({"setting": f"PS {plane}, {s} shard(s)", "plane": plane, "shards": s,
+                rows.append({"setting": f"PS {plane}, {s} shard(s), {sec}", "plane": plane, "shards": s,
+                             "security": sec,
                              "seconds": p["seconds"], "GB/s": moved / p["seconds"] / 1e9, "ratio": p["ratio"],
                              "raw_GB/s": moved / p["raw_seconds"] / 1e9, "pairs_raw_ps_s": p["pairs"]})
     finally:
@@ -279,6 +310,9 @@ def main(argv=None) -> int:
     ap.add_argument("--streams", type=int, default=4, help="concurrent streams per tensor per shard")
     ap.add_argument("--channels", type=int, default=1, help="gRPC connections per shard")
     ap.add_argument("--chunk-kb", type=int, default=1024)
+    ap.add_argument("--security", default="none,secret",
+                    help="comma-separated: none, secret (the job secret: HMAC per gRPC call and per "
+                         "data connection), tls (mutual TLS on both planes, with the secret)")
     ap.add_argument("--bare-grpc", action="store_true", help="also time a bare gRPC stream (no PS logic)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "ps.json"))
     ap.add_argument("--raw-server", help=argparse.SUPPRESS)
@@ -302,9 +336,9 @@ def main(argv=None) -> int:
             rows = one_run(params, nbytes, a, tmp)
             runs.append({"run": run, "loadavg": os.getloadavg()[0], "rows": rows})
             print(f"\nrun {run + 1}/{a.runs} (load average {os.getloadavg()[0]:.1f})")
-            print(f"{'setting':<24}{'s/round':>10}{'GB/s':>8}{'raw GB/s':>10}{'vs raw':>8}")
+            print(f"{'setting':<34}{'s/round':>10}{'GB/s':>8}{'raw GB/s':>10}{'vs raw':>8}")
             for r in rows:
-                print(f"{r['setting']:<24}{r['seconds']:>10.3f}{r['GB/s']:>8.2f}"
+                print(f"{r['setting']:<34}{r['seconds']:>10.3f}{r['GB/s']:>8.2f}"
                       f"{r.get('raw_GB/s', r['GB/s'] if r['plane'] == 'raw' else float('nan')):>10.2f}{r['ratio']:>8.2f}")
     summary = []
     for i, r0 in enumerate(runs[0]["rows"]):
@@ -316,7 +350,7 @@ def main(argv=None) -> int:
     print(f"\nsummary over {a.runs} run(s): ratio to the raw socket per run, median")
     for r in summary:
         per = " ".join(f"{x:.2f}" for x in r["ratio_per_run"])
-        print(f"{r['setting']:<24} {per:<24} median {r['median_ratio']:.2f}  ({r['median_GB/s']:.2f} GB/s)")
+        print(f"{r['setting']:<34} {per:<24} median {r['median_ratio']:.2f}  ({r['median_GB/s']:.2f} GB/s)")
     result = {"params": len(params), "param_bytes": nbytes, "bytes_moved_per_round": 2 * nbytes,
               "rounds": a.rounds, "warmup": a.warmup, "streams_per_shard": a.streams,
               "channels_per_shard": a.channels, "chunk_bytes": a.chunk_kb * 1024, "cpus": os.cpu_count(),

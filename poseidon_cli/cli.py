@@ -84,6 +84,14 @@ def _device_options(fn):
               help="Worker processes per hosts-file line (default: one per --gpu id, else 1).")
 @click.option("--max-restarts", type=int, default=0, show_default=True,
               help="Local cluster: restart a failed run from its latest snapshot up to N times.")
+@click.option("--secret-file", default=None, type=click.Path(dir_okay=False),
+              help="Cluster: file holding the job secret every client shares (else "
+                   "$POSEIDON_SECRET; a local cluster makes one).")
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False),
+              help="Cluster: this machine's PEM certificate (mutual TLS on both planes).")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="Its PEM private key.")
+@click.option("--tls-ca", default=None, type=click.Path(dir_okay=False),
+              help="PEM certificate of the CA that signed every client's certificate.")
 @click.option("--worker-index", type=int, default=None, hidden=True)
 @click.option("--emulate-compute", default=None, type=click.Path(dir_okay=False), metavar="PROFILE",
               help="Do not compute: every layer takes the time this GPU profile (JSON) gives; "

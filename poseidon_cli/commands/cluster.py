@@ -45,7 +45,12 @@ def run(opts: dict) -> int:
                 f"{spec.hosts_path}: cannot tell which line is this machine",
                 "pass --client-id K, or start through mpirun/srun/a Kubernetes indexed job")
         from ..distributed.launch import run_local
+        from ..ps import auth
         from ..solver import snapshot as snap
+        if spec.secret is None:   # every client is a child of this process: it makes the secret
+            secret = auth.new_secret()
+            os.environ[auth.SECRET_ENV] = secret
+            spec = spec.replace(secret=secret.encode())
         name = run_dir_name(net_name(spec.solver), spec.staleness, spec.num_clients,
                             spec.workers_per_client)
         if spec.snapshot == snap.LATEST:   # once here, so that every client resumes the same state

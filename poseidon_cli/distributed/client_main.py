@@ -32,7 +32,7 @@ from .spec import ClusterSpec
 HELPER_MARGIN_S = 30.0
 
 
-def peer_addresses(spec: ClusterSpec) -> dict:
+def peer_addresses(spec: ClusterSpec, security=None) -> dict:
     """SFB peers of this worker: worker 0 of client k at k's hosts-file address, worker t >= 1
     at the port client k's directory reports for it (looked up on the first send)."""
     out = {}
@@ -44,7 +44,7 @@ def peer_addresses(spec: ClusterSpec) -> dict:
         h = spec.hosts[k]
         out[r] = h.address if t == 0 else (
             lambda deadline_s, h=h, t=t: directory.lookup_worker(h.address, h.ip, spec.job_id, t,
-                                                                 deadline_s))
+                                                                 deadline_s, security))
     return out
 
 
@@ -89,6 +89,7 @@ class SnapshotRequest:
 
 def run_client(spec: ClusterSpec, xp=None) -> int:
     """Run this process's worker until training ends; returns an exit code (see module doc)."""
+    from ..ps.auth import Security
     from ..ps.client import PSClient, make_transport
     from ..ps.server import ShardServer
     from ..ps.store import ShardStore
@@ -101,6 +102,10 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
     if spec.client_id is None:
         raise ClusterError(f"{spec.hosts_path}: cannot tell which line is this machine",
                            "pass --client-id K")
+    if spec.secret is None:
+        raise ClusterError(f"client {spec.client_id}: no job secret",
+                           "give every client the same one: --secret-file FILE or $POSEIDON_SECRET")
+    security = Security.for_job(spec.secret, spec.job_id, spec.tls)
     xp = xp if xp is not None else backend.use_cpu()
     k, t, T = spec.client_id, spec.worker_index, spec.workers_per_client
     if spec.run_dir is None:   # one rule for the folder, the command's (commands/common.run_dir)
@@ -134,14 +139,15 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
 
         servers, factors = [], None
         if sync.sfb_params:
-            factors = sync.setup_sfb(spec.job_id, sfb.GrpcFactorTransport(peer_addresses(spec)))
+            factors = sync.setup_sfb(spec.job_id, sfb.GrpcFactorTransport(peer_addresses(spec, security),
+                                                                          security))
         try:
             if t == 0:
                 store = ShardStore(k, spec.num_clients, spec.job_id,
                                    SolverUpdater(param, sync.multipliers(), solver.iter),
                                    deadline_s=spec.deadline_s,
                                    heartbeat_timeout_s=min(spec.deadline_s, 15.0))
-                server = ShardServer(store, host=spec.me.ip, port=spec.me.port)
+                server = ShardServer(store, host=spec.me.ip, port=spec.me.port, security=security)
                 if factors is not None:
                     server.add_generic_handlers([sfb.grpc_handler(factors)])
                 if T > 1:
@@ -149,11 +155,13 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                 server.start()
                 servers.append(server)
             elif factors is not None:   # a port of its own, announced through worker 0
-                factor_server, port = sfb.serve_factors(factors, spec.me.ip)
+                factor_server, port = sfb.serve_factors(factors, spec.me.ip, security=security)
                 servers.append(factor_server)
-                directory.register_worker(spec.me.address, spec.job_id, t, port, spec.deadline_s)
+                directory.register_worker(spec.me.address, spec.job_id, t, port, spec.deadline_s,
+                                          security)
             # control over gRPC, tensors over each shard's plain-TCP data plane (ps/README.md)
-            transports = [make_transport(h.address, i, spec.job_id) for i, h in enumerate(spec.hosts)]
+            transports = [make_transport(h.address, i, spec.job_id, security=security)
+                          for i, h in enumerate(spec.hosts)]
             client = PSClient(transports, spec.job_id, worker_id=spec.rank,
                               num_workers=spec.world_size, params=sync.ps_layout(),
                               staleness=spec.staleness, deadline_s=spec.deadline_s,

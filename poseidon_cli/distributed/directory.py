@@ -60,14 +60,18 @@ class WorkerDirectory:
             "Lookup": grpc.unary_unary_rpc_method_handler(lookup)})
 
 
-def _directory_call(address, method, payload, deadline_s, want, what):
+def _directory_call(address, method, payload, deadline_s, want, what, security=None):
     """Call ``method`` on the directory at ``address`` until ``want(reply)`` (retrying while the
-    server is not up yet or answers "not yet"); ClusterError naming ``what`` at the deadline."""
+    server is not up yet or answers "not yet"); ClusterError naming ``what`` at the deadline.
+    ``security``: the job's ``ps.auth.Security`` (the directory is served by the shard's server,
+    which checks every caller)."""
     import grpc
+
+    from ..ps.auth import NO_SECURITY
 
     end = time.monotonic() + deadline_s
     last = "no answer"
-    with grpc.insecure_channel(address) as ch:
+    with (security or NO_SECURITY).channel(address) as ch:
         call = ch.unary_unary(f"/{DIRECTORY}/{method}")
         while True:
             left = end - time.monotonic()
@@ -82,18 +86,22 @@ def _directory_call(address, method, payload, deadline_s, want, what):
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise ClusterError(e.details()) from None
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise ClusterError(f"{what} via {address}: refused our credentials",
+                                       "every client needs the same job secret") from None
                 last = f"{e.code()}"
             time.sleep(0.05)
 
 
-def register_worker(address, job_id, t, port, deadline_s):
+def register_worker(address, job_id, t, port, deadline_s, security=None):
     """Worker t >= 1: tell client's worker 0 (at ``address``) the port its SFB server listens on."""
     _directory_call(address, "Register", f"{job_id}|{t}|{port}".encode("ascii"), deadline_s,
-                    lambda r: True, f"registering worker {t}'s SFB port with its client's worker 0")
+                    lambda r: True, f"registering worker {t}'s SFB port with its client's worker 0",
+                    security)
 
 
-def lookup_worker(address, host, job_id, t, deadline_s):
+def lookup_worker(address, host, job_id, t, deadline_s, security=None):
     """The "host:port" of worker t >= 1 of the client whose worker 0 listens on ``address``."""
     reply = _directory_call(address, "Lookup", f"{job_id}|{t}".encode("ascii"), deadline_s,
-                            lambda r: bool(r), f"looking up the SFB port of worker {t}")
+                            lambda r: bool(r), f"looking up the SFB port of worker {t}", security)
     return f"{host}:{int(reply)}"

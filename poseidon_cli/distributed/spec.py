@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..context import RunContext
 from ..errors import ClusterError
+from ..ps.auth import TlsFiles, load_secret
 from .hosts import Host, discover_client_id, parse_hosts
 
 DEFAULT_DEADLINE_S = 60.0
@@ -53,6 +54,11 @@ class ClusterSpec:
     jitter: float | None = None
     max_restarts: int = 0             # --max-restarts: the local launcher's restarts of a failed run
     sigint_effect: str = "stop"       # the local launcher's Ctrl-C: "snapshot" has client 0 write one
+    # the job secret (ps/auth.py) from --secret-file or $POSEIDON_SECRET; never printed, never on
+    # a command line (children inherit it through the environment or read the same file)
+    secret: bytes | None = field(default=None, repr=False, compare=False)
+    secret_file: str | None = None
+    tls: TlsFiles | None = None       # --tls-cert/--tls-key/--tls-ca
 
     # -- derived -----------------------------------------------------------------------------
     @property
@@ -92,13 +98,14 @@ class ClusterSpec:
         """From ``train``'s click options (``hosts``, ``solver``, ``client_id``, ``staleness``,
         ``svb``, ``gpu``, ``cpu``, ``deadline``, ``workers_per_client``, ``worker_index``,
         ``no_overlap``, ``output_dir``, ``snapshot``, ``weights``, ``emulate_compute``,
-        ``dilation``, ``jitter``, ``max_restarts``, ``sigint_effect``)."""
+        ``dilation``, ``jitter``, ``max_restarts``, ``sigint_effect``, ``secret_file``,
+        ``tls_cert``, ``tls_key``, ``tls_ca``)."""
         hosts = tuple(parse_hosts(opts["hosts"]))
         staleness = int(opts.get("staleness") or 0)
         if staleness < 0:
             raise ClusterError(f"--staleness must be >= 0, got {staleness}")
-        deadline = float(opts.get("deadline") or DEFAULT_DEADLINE_S)
-        if deadline < 0:
+        deadline = DEFAULT_DEADLINE_S if opts.get("deadline") is None else float(opts["deadline"])
+        if not deadline > 0:
             raise ClusterError(f"--deadline must be > 0 seconds, got {deadline:g}")
         svb = opts.get("svb") or "auto"
         if svb not in SVB_MODES:
@@ -120,7 +127,10 @@ class ClusterSpec:
                    snapshot=opts.get("snapshot"), weights=opts.get("weights"),
                    emulate_compute=opts.get("emulate_compute"), dilation=opts.get("dilation"),
                    jitter=opts.get("jitter"), max_restarts=max_restarts,
-                   sigint_effect=opts.get("sigint_effect") or "stop")
+                   sigint_effect=opts.get("sigint_effect") or "stop",
+                   secret=load_secret(opts.get("secret_file")), secret_file=opts.get("secret_file"),
+                   tls=TlsFiles.from_options(opts.get("tls_cert"), opts.get("tls_key"),
+                                             opts.get("tls_ca")))
 
     def child_argv(self, k: int, t: int = 0) -> list[str]:
         """The command line of worker ``t`` of client ``k``, writing to this spec's run folder.
@@ -148,6 +158,10 @@ class ClusterSpec:
                 argv += ["--dilation", repr(float(self.dilation))]
             if self.jitter is not None:
                 argv += ["--jitter", repr(float(self.jitter))]
+        if self.secret_file:   # else the secret travels in the environment ($POSEIDON_SECRET)
+            argv += ["--secret-file", self.secret_file]
+        if self.tls is not None:
+            argv += ["--tls-cert", self.tls.cert, "--tls-key", self.tls.key, "--tls-ca", self.tls.ca]
         if t:
             argv += ["--worker-index", str(t)]
         return argv

@@ -17,6 +17,7 @@ import numpy as np
 from .._proto import ps_pb2
 from ..errors import ClusterError
 from . import codec
+from .auth import NO_SECURITY, Security
 from .keys import PARAM
 from .protocol import CHANNEL_OPTIONS, PROTOCOL_VERSION, ROLE_TO_WIRE, SERVICE, error_from_status
 from .transport import ShardTransport
@@ -33,13 +34,14 @@ class GrpcTransport(ShardTransport):
     let the kernel and gRPC's I/O threads work on different tensors in parallel."""
 
     def __init__(self, address: str, shard_id: int, job_id: str, channels: int = 1,
-                 protocol_version: int = PROTOCOL_VERSION):
+                 protocol_version: int = PROTOCOL_VERSION, security: Security = NO_SECURITY):
         self.address, self.shard_id, self.job_id = address, shard_id, job_id
+        self.security = security
         self.protocol_version = protocol_version
         # A private subchannel pool per channel: otherwise gRPC would share one TCP connection.
         # Reconnect backoff capped at 1 s (gRPC's default grows to 2 min): peers start in any order
         # and a worker must notice a shard coming up within its start-up deadline.
-        self._channels = [grpc.insecure_channel(address, options=CHANNEL_OPTIONS + [
+        self._channels = [security.channel(address, CHANNEL_OPTIONS + [
             ("grpc.use_local_subchannel_pool", 1), ("poseidon.channel", i),
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000)]) for i in range(max(1, channels))]
@@ -65,9 +67,17 @@ class GrpcTransport(ShardTransport):
         code = e.code() if hasattr(e, "code") else None
         if code == grpc.StatusCode.FAILED_PRECONDITION:
             return error_from_status(e)
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return ClusterError(f"{self._name()} refused our credentials during {what}",
+                                "every client needs the same job secret (--secret-file or "
+                                "$POSEIDON_SECRET) and clocks within 2 minutes of each other",
+                                shard=self.shard_id)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ClusterError(f"{self._name()} is unreachable during {what} ({e.details()})",
-                                "the shard's host may have died", shard=self.shard_id)
+                                "the shard's host may have died" + (
+                                    ", or TLS failed (certificates signed by --tls-ca, the "
+                                    "shard's naming its hosts-file host)" if self.security.tls
+                                    else ""), shard=self.shard_id)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ClusterError(f"{self._name()} did not answer {what} within {timeout:.1f}s",
                                 shard=self.shard_id)

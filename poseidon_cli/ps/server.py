@@ -10,7 +10,7 @@ INVALID_ARGUMENT.
 Run a shard as its own process::
 
     python -m poseidon_cli.ps.server --job-id J --shard-id 0 --num-shards 2 --port 0 \
-        --port-file /tmp/shard0.port --updater sgd:base_lr=0.01
+        --port-file /tmp/shard0.port --updater sgd:base_lr=0.01 [--secret-file F] [--tls-cert ...]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import grpc
 from .._proto import ps_pb2
 from ..errors import ClusterError
 from . import codec
+from .auth import NO_SECURITY, RejectionLog, Security, TlsFiles, load_secret
 from .protocol import CHANNEL_OPTIONS, DATA_PLANES, DEFAULT_DATA_PLANE, ROLE_FROM_WIRE, SERVICE, error_metadata
 from .store import ShardStore
 from .updaters import make_updater
@@ -63,6 +64,8 @@ class ShardServicer:
         self.store = store
         self.on_stop = on_stop
         self._hdr_cache: dict[int, bytes] = {}
+        self._hb_live: set[int] = set()     # workers whose heartbeat stream is open
+        self._hb_lock = threading.Lock()
 
     def _header(self, clock: int = 0) -> ps_pb2.Header:
         return ps_pb2.Header(job_id=self.store.job_id, worker_id=-1, clock=clock,
@@ -167,18 +170,53 @@ class ShardServicer:
         return self._health_reply()
 
     def Heartbeat(self, request_iterator, context):
-        """Lives as long as the worker: the stream ending without a clean leave marks it lost."""
+        """Lives as long as the worker: the stream ending without a clean leave marks it lost.
+
+        The first beat binds the stream to its worker (of this job, registered here); a second
+        stream claiming a worker that has one is refused (ALREADY_EXISTS) and its end blames no
+        one, nor does the end of a stream that never bound."""
         worker = None
         how = "its heartbeat stream closed"
+        refused = None
         try:
             for req in request_iterator:
-                worker = req.header.worker_id
+                w = req.header.worker_id
+                if worker is None:
+                    refused = self._bind_heartbeat(req.header)
+                    if refused is not None:
+                        break
+                    worker = w
+                elif w != worker:
+                    refused = f"a heartbeat stream of worker {worker} spoke for worker {w}"
+                    break
                 self.store.heartbeat(worker)
         except Exception as e:  # noqa: BLE001 - any transport failure means the same thing here
             how = f"its connection broke ({type(e).__name__})"
+        finally:
+            if worker is not None:
+                with self._hb_lock:
+                    self._hb_live.discard(worker)
+        if refused is not None:
+            code = grpc.StatusCode.ALREADY_EXISTS if "already" in refused else grpc.StatusCode.FAILED_PRECONDITION
+            if worker is not None:   # a bound stream that changed identity: its worker is gone
+                self.store.worker_lost(worker, f"{refused}: process confused or impersonated")
+            context.abort(code, f"shard {self.store.shard_id}: {refused}")
         if worker is not None:
             self.store.worker_lost(worker, f"{how}: process died or network failed")
         return self._health_reply()
+
+    def _bind_heartbeat(self, header) -> str | None:
+        """Bind a new heartbeat stream to ``header``'s worker; why not (None: bound)."""
+        w = header.worker_id
+        if header.job_id != self.store.job_id:
+            return f"a heartbeat for another job claimed worker {w}"
+        if not self.store.is_registered(w):
+            return f"a heartbeat claimed worker {w}, which has not registered here"
+        with self._hb_lock:
+            if w in self._hb_live:
+                return f"worker {w} already has a heartbeat stream; a second one was refused"
+            self._hb_live.add(w)
+        return None
 
     def handler(self) -> grpc.GenericRpcHandler:
         P = ps_pb2
@@ -215,7 +253,8 @@ class ShardServer:
     keep working either way, so workers may use either data plane."""
 
     def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128,
-                 data_plane: str = DEFAULT_DATA_PLANE, data_port: int = 0):
+                 data_plane: str = DEFAULT_DATA_PLANE, data_port: int = 0,
+                 security: Security = NO_SECURITY):
         from concurrent.futures import ThreadPoolExecutor
 
         from . import tcp_server
@@ -225,20 +264,26 @@ class ShardServer:
 
         self.store = store
         self.host = host
-        self._server = grpc.server(ThreadPoolExecutor(max_workers, thread_name_prefix=f"shard{store.shard_id}"),
-                                   options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
+        # one log of refused peers for both planes of this shard
+        self.rejections = RejectionLog(f"shard {store.shard_id}")
+        # so_reuseport off: a second server on the same port must fail, not share it
+        self._server = security.server(
+            ThreadPoolExecutor(max_workers, thread_name_prefix=f"shard{store.shard_id}"),
+            CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)], self.rejections.name, self.rejections)
         self._stopped = threading.Event()
         self._servicer = ShardServicer(store, on_stop=self.stop)
         self._server.add_generic_rpc_handlers((self._servicer.handler(),))
         try:
-            self.port = self._server.add_insecure_port(f"{host}:{port}")
+            self.port = security.add_port(self._server, f"{host}:{port}")
         except RuntimeError as e:
             raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port} ({e})",
                                "is the port in use?", shard=store.shard_id) from None
         if not self.port:
             raise ClusterError(f"shard {store.shard_id}: cannot listen on {host}:{port}", "is the port in use?",
                                shard=store.shard_id)
-        self.data_server = tcp_server.TcpDataServer(store, host, data_port) if data_plane == "tcp" else None
+        self.data_server = (tcp_server.TcpDataServer(store, host, data_port, security=security,
+                                                     rejections=self.rejections)
+                            if data_plane == "tcp" else None)
         self._server.add_generic_rpc_handlers((tcp_server.endpoint_handler(self.data_server),))
 
     @property
@@ -288,16 +333,24 @@ def main(argv=None) -> int:
     ap.add_argument("--data-plane", choices=DATA_PLANES, default=DEFAULT_DATA_PLANE,
                     help="tcp: also serve Push/Pull payloads on a plain TCP port (announced over gRPC)")
     ap.add_argument("--data-port", type=int, default=0)
+    ap.add_argument("--secret-file", help="the job secret (else $POSEIDON_SECRET; neither: no "
+                                          "authentication, for local benchmarks only)")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-ca")
     a = ap.parse_args(argv)
     try:
         updater = make_updater(a.updater)
-    except ValueError as e:
+        security = Security.for_job(load_secret(a.secret_file), a.job_id,
+                                    TlsFiles.from_options(a.tls_cert, a.tls_key, a.tls_ca))
+    except (ValueError, ClusterError) as e:
         print(f"poseidon: error: {e}", file=sys.stderr)
         return 2
     store = ShardStore(a.shard_id, a.num_shards, a.job_id, updater,
                        deadline_s=a.deadline_s, heartbeat_timeout_s=a.heartbeat_timeout_s)
     try:
-        server = ShardServer(store, a.host, a.port, data_plane=a.data_plane, data_port=a.data_port)
+        server = ShardServer(store, a.host, a.port, data_plane=a.data_plane, data_port=a.data_port,
+                             security=security)
     except ClusterError as e:
         print(f"poseidon: error: {e.one_line()}", file=sys.stderr)
         return 2

@@ -150,9 +150,23 @@ class ShardStore:
         with self._cond:
             self._last_seen[worker_id] = time.monotonic()
 
+    def is_registered(self, worker_id: int) -> bool:
+        with self._cond:
+            return worker_id in self._registered
+
+    def chunk_nbytes(self, key: int) -> int | None:
+        """Bytes of chunk ``key``'s values on this shard, None for a key it does not hold: what a
+        data-plane header may announce for it. ClusterError before the first registration."""
+        with self._cond:
+            self._require_layout()
+        cs = self._chunks.get(key)
+        return None if cs is None else cs.value.nbytes
+
     def worker_lost(self, worker_id: int, reason: str) -> None:
         """Declare a worker dead (its channel broke or it stopped heart-beating): every current and
-        future wait fails with a ClusterError naming it. A worker that has left cleanly is ignored."""
+        future wait fails with a ClusterError naming it. A worker that has left cleanly is ignored.
+        The servers call it only for a worker registered here, on its own authenticated stream or
+        connection (server.py, tcp_server.py)."""
         with self._cond:
             if worker_id in self._left or worker_id in self._lost:
                 return
@@ -293,6 +307,9 @@ class ShardStore:
             v = np.frombuffer(value, dtype=cs.ck.dtype) if not isinstance(value, np.ndarray) else value
             if v.size != cs.ck.size:
                 raise ValueError(f"chunk {key} of {cs.ck.name!r} has {cs.ck.size} elements, got {v.size}")
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                raise ValueError(f"chunk {key} of {cs.ck.name!r}: values that are not finite (NaN "
+                                 "or infinity) were refused")
             cs.version += 1
             cs.value[...] = v.reshape(-1)
             cs.initialized = True

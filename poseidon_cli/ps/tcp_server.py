@@ -13,7 +13,15 @@ in the middle of a request means the worker is gone: the store is told (``worker
 worker that already left cleanly). A close at a frame boundary is a normal disconnect.
 
 Every blocking socket operation has a timeout: idle connections poll the stop flag every
-``_IDLE_POLL_S``; a request in progress must complete within the store's ``deadline_s``.
+``_IDLE_POLL_S`` and are closed after ``idle_timeout_s`` without a request (clients drop pooled
+connections sooner, ``tcp_transport.IDLE_REUSE_S``); a request in progress must complete within
+the store's ``deadline_s``.
+
+Before a connection is served it passes TLS and the job-secret handshake (``auth.Security``,
+within ``auth.HANDSHAKE_TIMEOUT_S``). Every header is checked before anything is allocated: the
+job id's length, the worker (registered here), the item count and each item's key and byte count against the
+registered layout. A header that fails is answered with an INVALID error and the connection is
+closed (its body cannot be trusted to resynchronise). At most ``max_connections`` are open at once.
 """
 from __future__ import annotations
 
@@ -27,20 +35,36 @@ import numpy as np
 from .._proto import ps_pb2
 from ..errors import ClusterError
 from . import tcp_wire as W
-from .protocol import ENDPOINT_METHOD
+from .auth import NO_SECURITY, RejectionLog, Security
 from .store import ShardStore
+
 _IDLE_POLL_S = 0.5
+#: seconds an authenticated connection may sit without a request before the shard closes it
+IDLE_TIMEOUT_S = 300.0
+#: longest job id a header may announce (ours are ~21 bytes)
+MAX_JOB_ID_BYTES = 256
+#: most items a request may carry before any worker registered (then: 4x this shard's chunks)
+MAX_ITEMS_UNREGISTERED = 1024
+#: bytes of the buffer a refused item's payload is read into and dropped, piece by piece
+_DRAIN_BYTES = 1 << 20
+MAX_CONNECTIONS = 1024
 # A connection keeps at most this many bytes of pull staging buffers between requests (avoids page
 # faults of fresh 1 MiB allocations per chunk, without pinning a whole shard per connection).
 _POOL_BYTES = 64 << 20
+_KINDS = (ps_pb2.GRADIENT, ps_pb2.ZERO_GRADIENT, ps_pb2.VALUE)
 
 
 class TcpDataServer:
     """Serve ``store``'s Push / Pull payloads on ``host:port`` (port 0: a free one; see ``.port``)."""
 
-    def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0,
+                 security: Security = NO_SECURITY, rejections: RejectionLog | None = None,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS):
         self.store = store
         self.host = host
+        self.security = security
+        self.rejections = rejections or RejectionLog(f"shard {store.shard_id}")
+        self.idle_timeout_s, self.max_connections = idle_timeout_s, max_connections
         try:
             self._listener = socket.create_server((host, port), backlog=128)
         except OSError as e:
@@ -98,42 +122,64 @@ class TcpDataServer:
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
-                self._conns.add(conn)
+                full = len(self._conns) >= self.max_connections
+                if not full:
+                    self._conns.add(conn)
+            if full:
+                self.rejections.note(f"{peer[0]}:{peer[1]}", f"a data connection beyond "
+                                     f"{self.max_connections} open ones")
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn, peer), daemon=True,
                              name=f"shard{self.store.shard_id}-data-{peer[1]}").start()
 
     # ---------------------------------------------------------------- one connection
     def _serve(self, conn: socket.socket, peer) -> None:
+        raw_conn, who = conn, f"{peer[0]}:{peer[1]}"
         hdr = np.empty(W.REQUEST.size, np.uint8)
         hmv = memoryview(hdr)
         state = {"buf": np.empty(0, np.uint8), "pool": [], "grads": {}}
         worker = None
         try:
+            secured = self.security.tcp_server_side(conn, self.rejections, who)
+            if secured is None:
+                return   # refused (and closed) by the handshake
+            conn = secured
+            idle_since = time.monotonic()
             while not self._stop.is_set():
                 # Idle: wait for the first byte of the next request, noticing stop() in between.
                 try:
                     conn.settimeout(_IDLE_POLL_S)
                     k = conn.recv_into(hmv, W.REQUEST.size)
                 except socket.timeout:
+                    if time.monotonic() - idle_since > self.idle_timeout_s:
+                        return   # idle too long: free the thread (the client reconnects)
                     continue
                 if k == 0:
                     return  # closed at a frame boundary: a normal disconnect
                 t_end = time.monotonic() + self.store.deadline_s
                 W.recv_exact(conn, hmv[k:], t_end)
                 magic, op, job_len, worker, version, clock, min_clock, deadline_s, count = W.REQUEST.unpack(hdr)
-                if magic != W.MAGIC:
+                if magic != W.MAGIC or op not in (W.OP_PUSH, W.OP_PULL):
+                    worker = None
                     return  # not our protocol: drop the connection (it cannot be resynchronised)
+                bad = self._bounds(job_len, count)
+                if bad is not None:
+                    self._send_error(conn, bad, t_end)
+                    worker = None
+                    return
                 job = bytearray(job_len)
                 W.recv_exact(conn, memoryview(job), t_end)
                 err = self._check(job.decode("utf-8", "replace"), worker, version)
                 if op == W.OP_PUSH:
-                    self._push(conn, state, worker, clock, count, t_end, err)
-                elif op == W.OP_PULL:
-                    self._pull(conn, state, worker, clock, min_clock, deadline_s, count, t_end, err)
+                    if not self._push(conn, state, worker, clock, count, t_end, err):
+                        return
                 else:
-                    return
+                    self._pull(conn, state, worker, clock, min_clock, deadline_s, count, t_end, err)
+                idle_since = time.monotonic()
         except W.PeerClosed as e:
-            if not e.clean and worker is not None:
+            # only a worker registered here can be lost (a stranger's header names anyone)
+            if not e.clean and worker is not None and self.store.is_registered(worker):
                 self.store.worker_lost(worker, f"its data connection from {peer[0]}:{peer[1]} broke "
                                                "mid-request: process died or network failed")
         except (socket.timeout, OSError):
@@ -141,8 +187,24 @@ class TcpDataServer:
             pass
         finally:
             with self._lock:
-                self._conns.discard(conn)
+                self._conns.discard(raw_conn)
             conn.close()
+            if conn is not raw_conn:
+                raw_conn.close()
+
+    def _bounds(self, job_len, count):
+        """The header's lengths against sane limits and the registered layout, before anything
+        is allocated or read: an INVALID error reply (the connection is then closed), or None."""
+        store = self.store
+        chunks = len(store.layout.by_shard[store.shard_id]) if store.layout is not None else 0
+        limit = max(4 * chunks, MAX_ITEMS_UNREGISTERED)
+        if job_len > MAX_JOB_ID_BYTES:
+            why = f"a job id of {job_len} bytes (at most {MAX_JOB_ID_BYTES})"
+        elif count > limit:
+            why = f"{count} items (at most {limit} on this shard)"
+        else:
+            return None
+        return (W.E_INVALID, f"{self._name()}: refused a data request: {why}", (), store.shard_id)
 
     def _check(self, job_id: str, worker: int, version: int):
         """The gRPC servicer's header checks; returns an error reply or None."""
@@ -167,7 +229,18 @@ class TcpDataServer:
     def _send_error(self, conn, err, t_end) -> None:
         W.sendmsg_all(conn, W.error_frame(*err), t_end)
 
-    def _push(self, conn, state, worker, clock, count, t_end, err) -> None:
+    @staticmethod
+    def _drain(conn, state, nbytes, t_end) -> None:
+        if state["buf"].size < min(nbytes, _DRAIN_BYTES):
+            state["buf"] = np.empty(min(nbytes, _DRAIN_BYTES), np.uint8)
+        mv = memoryview(state["buf"])
+        while nbytes > 0:
+            k = min(nbytes, len(mv))
+            W.recv_exact(conn, mv[:k], t_end)
+            nbytes -= k
+
+    def _push(self, conn, state, worker, clock, count, t_end, err) -> bool:
+        """Read and apply one push and answer it; False when the connection must be closed."""
         item = np.empty(W.ITEM.size, np.uint8)
         imv = memoryview(item)
         accepted = dups = 0
@@ -176,8 +249,26 @@ class TcpDataServer:
         for _ in range(count):
             W.recv_exact(conn, imv, t_end)
             key, kind, nbytes = W.ITEM.unpack(item)
+            try:
+                want = store.chunk_nbytes(key)
+            except ClusterError as e:
+                want, err = None, err or self._cluster(e)
+            if err is None and (want is None or kind not in _KINDS or
+                                nbytes != (0 if kind == ps_pb2.ZERO_GRADIENT else want)):
+                why = (f"chunk key {key} is not on this shard" if want is None else
+                       f"item kind {kind}" if kind not in _KINDS else
+                       f"chunk {key} announced {nbytes} bytes; it holds {want}")
+                err = self._invalid(ValueError(f"refused a push of worker {worker}: {why}"))
+            if err is not None:
+                if nbytes > max(want or 0, store.chunk_bytes or 0, _DRAIN_BYTES):
+                    # more than any chunk holds: answer and close rather than read it
+                    self._send_error(conn, err, t_end)
+                    return False
+                # drain the rest of the request, piece by piece, so the connection stays in sync
+                self._drain(conn, state, nbytes, t_end)
+                continue
             owned = None
-            if kind == ps_pb2.GRADIENT and err is None and nbytes:
+            if kind == ps_pb2.GRADIENT and nbytes:
                 # Receive into a buffer the store may keep as the clock's sum (no copy on the shard).
                 free = grads.get(nbytes)
                 owned = free.pop() if free else np.empty(nbytes, np.uint8)
@@ -189,8 +280,6 @@ class TcpDataServer:
                 view = memoryview(state["buf"][:nbytes])
                 if nbytes:
                     W.recv_exact(conn, view, t_end)
-            if err is not None:
-                continue  # drain the rest of the request so the connection stays in sync
             try:
                 if owned is not None:
                     ok, back = store.push_owned(worker, clock, key, owned)
@@ -213,6 +302,7 @@ class TcpDataServer:
             self._send_error(conn, err, t_end)
         else:
             W.sendmsg_all(conn, [W.REPLY.pack(W.R_OK, accepted, dups, 0)], t_end)
+        return True
 
     def _pull(self, conn, state, worker, clock, min_clock, deadline_s, count, t_end, err) -> None:
         raw = np.empty(count, np.int64)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ClusterError
 from . import tcp_wire as W
+from .auth import NO_SECURITY, Security
 from .grpc_transport import GrpcTransport
 from .protocol import ENDPOINT_METHOD, PROTOCOL_VERSION
 from .transport import ShardTransport
@@ -35,6 +36,9 @@ from .transport import ShardTransport
 _GRACE_S = 1.0
 # Small items (biases, ZERO_GRADIENTs) are batched into one sendmsg up to this many bytes.
 _BATCH_BYTES = 1 << 20
+#: seconds an idle pooled connection is reused; older ones are closed and replaced, so the shard's
+#: idle timeout (tcp_server.IDLE_TIMEOUT_S) never closes one under a request
+IDLE_REUSE_S = 120.0
 
 
 class TcpTransport(ShardTransport):
@@ -42,14 +46,15 @@ class TcpTransport(ShardTransport):
     ``channels`` and ``protocol_version`` are the embedded GrpcTransport's."""
 
     def __init__(self, address: str, shard_id: int, job_id: str, channels: int = 1,
-                 protocol_version: int = PROTOCOL_VERSION):
+                 protocol_version: int = PROTOCOL_VERSION, security: Security = NO_SECURITY):
         self.control = GrpcTransport(address, shard_id, job_id, channels=channels,
-                                     protocol_version=protocol_version)
+                                     protocol_version=protocol_version, security=security)
+        self.security = security
         self.address, self.shard_id = address, shard_id
         host = address.rsplit(":", 1)[0]
         self._host = host[1:-1] if host.startswith("[") else host
         self._data_port: int | None = None
-        self._idle: list[socket.socket] = []
+        self._idle: list[tuple[socket.socket, float]] = []   # (connection, idle since)
         self._busy: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -82,17 +87,29 @@ class TcpTransport(ShardTransport):
         with self._lock:
             if self._closed:
                 raise ClusterError(f"{self._name()}: {what} on a closed transport", shard=self.shard_id)
-            if self._idle:
-                s = self._idle.pop()
-                self._busy.add(s)
-                return s
+            now = time.monotonic()
+            while self._idle:
+                s, since = self._idle.pop()
+                if now - since < IDLE_REUSE_S:
+                    self._busy.add(s)
+                    return s
+                s.close()
         port = self._discover(max(0.1, t_end - time.monotonic()))
         try:
             s = socket.create_connection((self._host, port), timeout=max(0.05, t_end - time.monotonic()))
-        except OSError as e:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s = self.security.tcp_client_side(s, self._host, t_end)
+        except ConnectionRefusedError as e:
+            if "handshake" in str(e) or "secret" in str(e):
+                raise ClusterError(f"{self._name()}: the data port refused our credentials ({e})",
+                                   "every client needs the same job secret (--secret-file or "
+                                   "$POSEIDON_SECRET)", shard=self.shard_id) from None
             raise ClusterError(f"{self._name()}: cannot open a data connection for {what} ({e})",
                                "the shard's host may have died", shard=self.shard_id) from None
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:
+            tls = ", or TLS failed (check --tls-ca and the certificates)" if self.security.tls else ""
+            raise ClusterError(f"{self._name()}: cannot open a data connection for {what} ({e})",
+                               "the shard's host may have died" + tls, shard=self.shard_id) from None
         with self._lock:
             self._busy.add(s)
         return s
@@ -101,7 +118,7 @@ class TcpTransport(ShardTransport):
         with self._lock:
             self._busy.discard(s)
             if in_sync and not self._closed:
-                self._idle.append(s)
+                self._idle.append((s, time.monotonic()))
                 return
         s.close()
 
@@ -244,7 +261,7 @@ class TcpTransport(ShardTransport):
             self._closed = True
             idle, self._idle = self._idle, []
             busy = list(self._busy)
-        for s in idle:
+        for s, _ in idle:
             s.close()
         for s in busy:  # wake calls still blocked on the shard
             try:

@@ -93,6 +93,12 @@ def sendmsg_all(sock: socket.socket, bufs: list, t_end: float) -> None:
     """Send every buffer of ``bufs`` (bytes-like, byte-addressed) in order with as few syscalls as
     possible and no concatenation; handles partial sends. Raises socket.timeout or OSError."""
     views = [memoryview(b) for b in bufs if len(b)]
+    if not hasattr(sock, "sendmsg") or _is_tls(sock):
+        # TLS sockets have no sendmsg: small buffers are joined, large ones written in place
+        for v in _coalesce(views):
+            _settimeout(sock, t_end)
+            sock.sendall(v)
+        return
     i = 0
     while i < len(views):
         _settimeout(sock, t_end)
@@ -105,6 +111,25 @@ def sendmsg_all(sock: socket.socket, bufs: list, t_end: float) -> None:
             else:
                 views[i] = views[i][sent:]
                 sent = 0
+
+
+def _is_tls(sock) -> bool:
+    import ssl
+    return isinstance(sock, ssl.SSLSocket)
+
+
+def _coalesce(views, small: int = 64 << 10):
+    pending: list = []
+    for v in views:
+        if len(v) < small:
+            pending.append(v)
+            continue
+        if pending:
+            yield b"".join(pending)
+            pending = []
+        yield v
+    if pending:
+        yield b"".join(pending)
 
 
 def byte_view(payload) -> memoryview:

@@ -67,8 +67,11 @@ class GrpcFactorTransport(FactorTransport):
     client's worker 0 knows: ``directory.WorkerDirectory``). A client's worker 0 serves SFB on its
     hosts-file address, beside its PS shard. One channel per peer, opened on first use."""
 
-    def __init__(self, addresses: dict):
+    def __init__(self, addresses: dict, security=None):
+        from ...ps.auth import NO_SECURITY
+
         self.addresses = dict(addresses)
+        self.security = security or NO_SECURITY
         self._channels = {}
         self._lock = threading.Lock()
 
@@ -88,7 +91,7 @@ class GrpcFactorTransport(FactorTransport):
         with self._lock:
             ch = self._channels.get(peer)
             if ch is None:
-                ch = self._channels[peer] = grpc.insecure_channel(a, options=CHANNEL_OPTIONS)
+                ch = self._channels[peer] = self.security.channel(a, CHANNEL_OPTIONS)
         return ch.stream_unary(f"/{SERVICE}/Send", request_serializer=None,
                                response_deserializer=sfb_pb2.SendReply.FromString)
 
@@ -101,6 +104,9 @@ class GrpcFactorTransport(FactorTransport):
             code = e.code() if hasattr(e, "code") else None
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 raise ClusterError(e.details()) from None
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise ClusterError(f"{self.address(peer)} refused our credentials for sufficient "
+                                   "factors", "every client needs the same job secret") from None
             raise ClusterError(f"sending sufficient factors to {self.address(peer)} failed: {code} "
                                f"({e.details() if hasattr(e, 'details') else e})",
                                "the peer's host may have died") from None
@@ -135,18 +141,20 @@ def grpc_handler(exchange: "FactorExchange"):
             response_serializer=sfb_pb2.SendReply.SerializeToString)})
 
 
-def serve_factors(exchange, host, max_workers=16):
-    """A gRPC server of its own for ``exchange`` on ``host`` and a free port; returns
-    ``(server, port)``, started (worker t >= 1 of a client, which serves no PS shard)."""
+def serve_factors(exchange, host, max_workers=16, security=None):
+    """A gRPC server of its own for ``exchange`` on ``host`` and a free port, checking callers
+    with ``security`` (``ps.auth.Security``); returns ``(server, port)``, started (worker t >= 1
+    of a client, which serves no PS shard)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import grpc
+    from ...ps.auth import NO_SECURITY
     from ...ps.protocol import CHANNEL_OPTIONS
 
+    security = security or NO_SECURITY
     pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"sfb-w{exchange.worker_id}")
-    server = grpc.server(pool, options=CHANNEL_OPTIONS)
+    server = security.server(pool, CHANNEL_OPTIONS, f"worker {exchange.worker_id}'s factor server")
     server.add_generic_rpc_handlers((grpc_handler(exchange),))
-    port = server.add_insecure_port(f"{host}:0")
+    port = security.add_port(server, f"{host}:0")
     if not port:
         raise ClusterError(f"worker {exchange.worker_id}: cannot listen for sufficient factors "
                            f"on {host}")
