@@ -29,6 +29,15 @@ hosts=$(readlink -f "$hosts")
 device_flag="--cpu"
 [ -n "$devices" ] && device_flag="--gpu $devices"
 
+# The job secret every client proves it knows (README, "Job secret"): a file on the shared
+# folder, readable by this user only, unless secret_file is set.
+secret_file=${SECRET_FILE:-$output_dir/job.secret}   # the job secret every client proves it knows
+mkdir -p "$output_dir"
+if [ ! -f "$secret_file" ]; then
+  (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' > "$secret_file")
+fi
+secret_file=$(readlink -f "$secret_file")
+
 pids=()
 cleanup() {
   # Ctrl-C here stops every client we started.
@@ -39,7 +48,8 @@ trap cleanup INT TERM
 while read -r id ip port _; do
   case "$id" in ''|\#*) continue ;; esac
   cmd="cd $(pwd) && $poseidon train --solver $solver --hosts $hosts --client-id $id \
---staleness $staleness --svb $svb $device_flag --deadline $deadline --output-dir $output_dir"
+--staleness $staleness --svb $svb $device_flag --deadline $deadline --output-dir $output_dir \
+--secret-file $secret_file"
   echo "client $id on $ip: $cmd"
   if [ "$id" = "0" ]; then
     $ssh $ssh_opts "$ip" "$cmd" &

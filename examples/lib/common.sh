@@ -79,6 +79,13 @@ train() {
     "$POSEIDON" train "${common[@]}" 2>&1 | tee "$run_dir/$net.log"
     return
   fi
+  # every client proves it knows the job secret: a file in the (shared) output folder, readable
+  # by this user only, unless the parameter block names one (secret_file=)
+  local secret=${secret_file:-$run_dir/job.secret}
+  if [ ! -f "$secret" ]; then
+    (umask 077 && "${PYTHON:-python3}" -c 'import secrets; print(secrets.token_hex(32))' > "$secret")
+  fi
+  common+=(--secret-file "$secret")
   local pids=() id ip status=0 cmd
   trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' INT TERM
   while read -r id ip _; do
