@@ -215,10 +215,15 @@ def summarize(run, curve, a, srows):
                     for it, sec, acc in curve]
     if curve:
         run["final_iteration"], run["final_accuracy"] = curve[-1][0], curve[-1][2]
-    hit = first_reaching(curve, a.tta)
-    row = match_scaling(srows, run["clients"], run["staleness"], a.svb)
-    run["tta"] = {"accuracy": a.tta, "iterations": hit and hit[0],
-                  "epochs": hit and round(epochs(hit[0], a.global_batch), 3),
+    time_to_accuracy(run, a.tta, a.global_batch, srows, a.svb)
+
+
+def time_to_accuracy(run, tta, global_batch, srows, svb):
+    """run["tta"] from run["curve"]: iterations, epochs, seconds here, projected seconds."""
+    hit = first_reaching([(p["iteration"], p["seconds"], p["accuracy"]) for p in run["curve"]], tta)
+    row = match_scaling(srows, run["clients"], run["staleness"], svb)
+    run["tta"] = {"accuracy": tta, "iterations": hit and hit[0],
+                  "epochs": hit and round(epochs(hit[0], global_batch), 3),
                   "seconds_here": hit and hit[1],
                   "projected_seconds": projected_seconds(hit and hit[0], row),
                   "scaling_row": None if row is None else
@@ -323,7 +328,12 @@ def main(argv=None):
     ap.add_argument("--json", default=os.path.join(RESULTS, "convergence.json"))
     ap.add_argument("--png", default=os.path.join(RESULTS, "convergence.png"))
     ap.add_argument("--keep", help="work in this folder and keep it (logs, prototxts)")
+    ap.add_argument("--reproject", metavar="JSON",
+                    help="train nothing: redo the table, projection and PNG of this earlier "
+                         "convergence.json with --scaling-json (e.g. once scaling.py has run)")
     a = ap.parse_args(argv)
+    if a.reproject:
+        return reproject(a)
     a.max_iter = a.max_iter or (400 if a.quick else 1200)
     a.test_interval = a.test_interval or (25 if a.quick else 50)
     clients = [int(x) for x in a.clients.split(",") if x]
@@ -362,17 +372,36 @@ def main(argv=None):
            "tta": a.tta, "svb": a.svb, "quick": a.quick, "scaling_json": a.scaling_json,
            "scaling_rows": len(srows), "cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
            "wall_s": round(time.time() - t0, 1), "runs": runs}
-    doc["checks"] = check(runs)
+    rc = report(doc, a)
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return rc
+
+
+def report(doc, a):
+    """Checks, table, JSON and PNG; the exit code (1 on a miss or a failed run)."""
+    doc["checks"] = check(doc["runs"])
     print("\n" + table(doc))
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as fh:
         json.dump(doc, fh, indent=1)
     png = plot(doc, a.png)
     print(f"wrote {a.json}" + (f" and {png}" if png else " (no matplotlib: no PNG)"))
-    if not a.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    failed = any(r.get("error") for r in runs) or any(c["result"] != "PASS" for c in doc["checks"])
+    failed = (any(r.get("error") for r in doc["runs"])
+              or any(c["result"] != "PASS" for c in doc["checks"]))
     return 1 if failed else 0
+
+
+def reproject(a):
+    with open(a.reproject) as fh:
+        doc = json.load(fh)
+    srows = scaling_rows(a.scaling_json)
+    print(f"scaling.py rows: {len(srows)} from {a.scaling_json}" if srows else
+          f"scaling.py results: none at {a.scaling_json} ({NO_TIME} for the projection)")
+    doc.update(scaling_json=a.scaling_json, scaling_rows=len(srows))
+    for run in doc["runs"]:
+        time_to_accuracy(run, doc["tta"], doc["global_batch"], srows, doc.get("svb"))
+    return report(doc, a)
 
 
 if __name__ == "__main__":
