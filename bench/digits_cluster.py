@@ -48,11 +48,13 @@ def free_ports(n):
     return ports
 
 
-def make_data(work):
+def make_data(work, test_count=297):
+    """The example's shuffled split in <work>/data; ``test_count`` images held out (the rest train)."""
     spec = importlib.util.spec_from_file_location("digits_make_data", os.path.join(EXAMPLE, "make_data.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    if mod.main([os.path.join(work, "data"), "--split", "shuffled", "--force"]):
+    if mod.main([os.path.join(work, "data"), "--split", "shuffled", "--force",
+                 "--test-count", str(test_count)]):
         raise SystemExit("making the digits data failed")
 
 
