@@ -94,7 +94,9 @@ def _run_once(spec: ClusterSpec, attempt: int, poll_s: float, signals: _Signals)
         if bad is None:
             return 0
         rc = bad.returncode
-        _say(f"{bad.label} exited with code {rc}; stopping the others")
+        why = bad.last_error()
+        _say(f"{bad.label} exited with code {rc}" + (f" ({why[len('poseidon: error: '):]})" if why else "")
+             + "; stopping the others")
         sup.stop(signal.SIGTERM, grace_s=REPORT_MARGIN_S)
         return rc if rc > 0 else 1
 

@@ -32,6 +32,20 @@ class Child:
     def returncode(self):
         return self.proc.poll()
 
+    def last_error(self) -> str | None:
+        """The last ``poseidon: error:`` line of its log file (None: no log, or no such line), so
+        the launcher can say on the terminal why a client whose output is in a file failed."""
+        if not self.log_path:
+            return None
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                tail = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        return next((ln for ln in reversed(tail) if ln.startswith("poseidon: error:")), None)
+
 
 _PR_SET_PDEATHSIG = 1
 

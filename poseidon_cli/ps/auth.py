@@ -125,7 +125,8 @@ class TlsFiles:
                 with open(path, "rb"):
                     pass
             except OSError as e:
-                raise ClusterError(f"{flag} {path}: cannot read it ({e.strerror})") from None
+                raise ClusterError(f"{flag} {path}: cannot read it ({e.strerror})",
+                                   "give a readable PEM file") from None
         return cls(cert, key, ca)
 
     def read(self) -> tuple[bytes, bytes, bytes]:

@@ -70,7 +70,8 @@ class GrpcTransport(ShardTransport):
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return ClusterError(f"{self._name()} refused our credentials during {what}",
                                 "every client needs the same job secret (--secret-file or "
-                                "$POSEIDON_SECRET) and clocks within 2 minutes of each other",
+                                "$POSEIDON_SECRET), a byte-identical hosts file (it names the "
+                                "job) and a clock within 2 minutes of the others'",
                                 shard=self.shard_id)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ClusterError(f"{self._name()} is unreachable during {what} ({e.details()})",

@@ -106,7 +106,9 @@ class ShardStore:
         config (names the differing fields with both values)."""
         who = f"shard {self.shard_id}: worker {worker_id}"
         if job_id != self.job_id:
-            raise self._error(f"{who} registered for job {job_id!r} but this shard serves job {self.job_id!r}")
+            raise self._error(f"{who} registered for job {job_id!r} but this shard serves job {self.job_id!r}",
+                              "a cluster's job id is a hash of its hosts file: give every client a "
+                              "byte-identical copy")
         if protocol_version != self.protocol_version:
             raise self._error(f"{who} speaks protocol version {protocol_version}, this shard "
                               f"speaks {self.protocol_version}", "run the same poseidon version everywhere")

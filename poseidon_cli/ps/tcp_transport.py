@@ -103,7 +103,8 @@ class TcpTransport(ShardTransport):
             if "handshake" in str(e) or "secret" in str(e):
                 raise ClusterError(f"{self._name()}: the data port refused our credentials ({e})",
                                    "every client needs the same job secret (--secret-file or "
-                                   "$POSEIDON_SECRET)", shard=self.shard_id) from None
+                                   "$POSEIDON_SECRET) and a byte-identical hosts file",
+                                   shard=self.shard_id) from None
             raise ClusterError(f"{self._name()}: cannot open a data connection for {what} ({e})",
                                "the shard's host may have died", shard=self.shard_id) from None
         except OSError as e:

@@ -37,6 +37,30 @@ def test_port_in_use_is_named(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_port_in_use_under_the_local_launcher_is_said_at_start_on_the_terminal(tmp_path):
+    """The cause (host, port, in use) reaches the user's terminal as soon as the client fails,
+    not only the log of the client whose port it was, and not after the deadline."""
+    paths = make_digits(tmp_path)
+    solver = write_job(tmp_path / "job", paths, batch=4, iters=5)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    (tmp_path / "hosts.txt").write_text(f"0 127.0.0.1 {free_ports(1)[0]}\n1 127.0.0.1 {port}\n")
+    t0 = time.monotonic()
+    try:
+        r = poseidon("train", "--solver", solver, "--hosts", str(tmp_path / "hosts.txt"),
+                     "--deadline", "30", timeout=120)
+    finally:
+        busy.close()
+    took = time.monotonic() - t0
+    assert r.returncode == 2, r.stderr[-2000:]
+    said = [ln for ln in r.stderr.splitlines() if "client 1" in ln and "exited with code 2" in ln]
+    assert said and f"127.0.0.1:{port}" in said[0] and "in use" in said[0], r.stderr[-2000:]
+    assert took < 25, took   # well before the 30 s deadline
+    assert "Traceback" not in r.stderr
+
+
 def test_unreachable_peer_is_named_after_retrying(tmp_path):
     paths = make_digits(tmp_path)
     solver = write_job(tmp_path / "job", paths, batch=4, iters=5)

@@ -457,7 +457,7 @@ def hosts_case(cid, content, expect, flags=(), env=None, mode="w", line=None):
         args = train_args(tmp)
         h = write(tmp, "hosts.txt", content, mode) if content is not None else str(Path(tmp) / "hosts.txt")
         exp = list(expect) + ([f"hosts.txt:{line}"] if line else [])
-        return args + ["--hosts", h, *flags], exp, env
+        return args + ["--hosts", h, *(f.replace("{tmp}", str(tmp)) for f in flags)], exp, env
     case("hosts", cid, build)
 
 
@@ -489,6 +489,22 @@ hosts_case("negative-deadline", "0 127.0.0.1 9000\n", ["--deadline"], flags=("--
 hosts_case("zero-deadline", "0 127.0.0.1 9000\n", ["--deadline"], flags=("--deadline", "0"))
 hosts_case("workers-per-client-zero", "0 127.0.0.1 9000\n", ["--workers-per-client"],
            flags=("--workers-per-client", "0"))
+hosts_case("secret-file-missing", "0 127.0.0.1 9000\n", ["--secret-file", "cannot read"],
+           flags=("--secret-file", "no-such.secret"))
+hosts_case("secret-file-short", "0 127.0.0.1 9000\n", ["--secret-file", "fewer than 16"],
+           flags=("--secret-file", "{tmp}/short.secret"))
+_short_secret = CASES[-1].values[0]
+CASES[-1] = pytest.param(lambda tmp: (write(tmp, "short.secret", "tiny\n"), _short_secret(tmp))[1],
+                         id="hosts-secret-file-short")
+hosts_case("secret-env-short", "0 127.0.0.1 9000\n", ["POSEIDON_SECRET", "fewer than 16"],
+           env={"POSEIDON_SECRET": "abc"})
+hosts_case("client-without-secret", "0 127.0.0.1 9000\n", ["no job secret", "--secret-file"],
+           flags=("--client-id", "0"))
+hosts_case("tls-cert-alone", "0 127.0.0.1 9000\n", ["--tls-key", "--tls-ca"],
+           flags=("--tls-cert", "{tmp}/hosts.txt"))
+hosts_case("tls-ca-unreadable", "0 127.0.0.1 9000\n", ["--tls-ca", "cannot read"],
+           flags=("--tls-cert", "{tmp}/hosts.txt", "--tls-key", "{tmp}/hosts.txt", "--tls-ca",
+                  "{tmp}/no-ca.pem"))
 hosts_case("hosts-is-directory", None, ["--hosts"])
 CASES[-1] = pytest.param(lambda tmp: (train_args(tmp) + ["--hosts", str(tmp)], ["--hosts"], None),
                          id="hosts-hosts-is-directory")
