@@ -91,14 +91,16 @@ def build_ours(rel, shape, xp, conf=None, edit=None):
     return net
 
 
-def _torch_op(layer, ntops, torch, device, params):
+def _torch_op(layer, ntops, torch, device, params, dtype=None):
     """fn(*bottom tensors) -> tuple of top tensors computing ``layer`` in PyTorch, from our
-    weights (appended to ``params``); None for layers that add nothing to the loss."""
+    weights (appended to ``params``, as ``dtype`` when given); None for layers that add nothing
+    to the loss."""
     F = torch.nn.functional
     t = layer.type
 
     def weight(i):
-        w = torch.tensor(backend.to_host(layer.blobs[i].data), device=device, requires_grad=True)
+        w = torch.tensor(backend.to_host(layer.blobs[i].data), device=device, dtype=dtype,
+                         requires_grad=True)
         params.append(w)
         return w
     if t in ("Input", "Accuracy", "Silence"):
@@ -131,8 +133,10 @@ def _torch_op(layer, ntops, torch, device, params):
         if layer.use_global_stats:   # the stored statistics, scaled as Caffe keeps them
             s_ = float(backend.to_host(layer.blobs[2].data)[0])
             s_ = 0.0 if s_ == 0 else 1.0 / s_
-            mean = torch.tensor(backend.to_host(layer.blobs[0].data) * s_, device=device)
-            var = torch.tensor(backend.to_host(layer.blobs[1].data) * s_, device=device)
+            mean = torch.tensor(backend.to_host(layer.blobs[0].data) * s_, device=device,
+                                dtype=dtype)
+            var = torch.tensor(backend.to_host(layer.blobs[1].data) * s_, device=device,
+                               dtype=dtype)
             return lambda x, L=layer: (F.batch_norm(x, mean, var, training=False, eps=L.eps),)
         # TRAIN: batch mean and biased batch variance, no affine part (Scale follows)
         return lambda x, L=layer: (F.batch_norm(x, None, None, training=True, eps=L.eps),)
@@ -172,15 +176,17 @@ def _torch_op(layer, ntops, torch, device, params):
     raise SystemExit(f"bench: no torch twin for layer type {t}")
 
 
-def build_torch(net, torch, device):
+def build_torch(net, torch, device, dtype=None):
     """A torch callable computing the same loss from the same weights and inputs: the layer
     graph is replayed by blob name (branches and Concat included), losses summed with their
-    weights. The callable runs forward+backward and returns the loss tensor."""
+    weights. The callable runs forward+backward and returns the loss tensor. ``dtype`` (e.g.
+    torch.float64) casts weights and inputs, which gives tests a reference more exact than either
+    float32 engine."""
     params = []
     program = []   # (fn, bottom names, top names), in our execution order
     for li, layer in enumerate(net.layers):
         tops = list(net._top_name_lists[li])
-        fn = _torch_op(layer, len(tops), torch, device, params)
+        fn = _torch_op(layer, len(tops), torch, device, params, dtype)
         if fn is None:
             continue
         program.append((fn, list(net._bottom_name_lists[li]), tops,
@@ -191,7 +197,7 @@ def build_torch(net, torch, device):
         if host.ndim <= 1:   # labels
             inputs[name] = torch.tensor(host.astype(np.int64), device=device)
         else:
-            inputs[name] = torch.tensor(host, device=device)
+            inputs[name] = torch.tensor(host, device=device, dtype=dtype)
 
     def step():
         for p in params:

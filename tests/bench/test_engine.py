@@ -17,6 +17,14 @@ import engine  # noqa: E402
 from poseidon_cli import backend  # noqa: E402
 
 
+# Relative error of our float32 conv1 weight gradient against float64: float32 rounding through 8
+# (AlexNet) or 22 (GoogLeNet) layers of backward. ResNet-50 at batch 2: the batch-statistics
+# BatchNorm backward subtracts two nearly equal means per channel (98 values at the last stage),
+# which leaves a few percent at the first convolution; its loss, which the forward semantics
+# decide, agrees to 1e-4.
+TOL = {"googlenet": 5e-3, "alexnet": 1e-4, "cifar10_full": 1e-4, "resnet_50": 5e-2}
+
+
 def _no_dropout(param):
     for lp in param.layer:
         if lp.type == "Dropout":
@@ -32,22 +40,20 @@ def test_torch_twin_computes_our_loss_and_gradients(conformance_dir, name, shape
     rel = {n: r for n, r, *_ in engine.NETS}[name]
     net = engine.build_ours(rel, shape, np, conformance_dir, edit=_no_dropout)
     net.blobs["label"].data[...] = np.arange(shape[0]) % 10
-    step = engine.build_torch(net, torch, "cpu")
+    # The reference is the twin in float64: float32 oneDNN kernels are not always exact (on an
+    # AVX2-only AMD machine its AlexNet conv1 weight gradient was 1.5% off float64, ours 1e-6).
+    step = engine.build_torch(net, torch, "cpu", dtype=torch.float64)
     net.clear_param_diffs()
     ours = net.forward_backward()
     theirs = float(step().detach())
     # GoogLeNet: loss1 and loss2 weigh 0.3, loss3 1.0 (all summed in ours)
     assert theirs == pytest.approx(ours, rel=1e-4)
     first_conv = next(l for l in net.layers if l.type == "Convolution")
-    ours_grad = backend.to_host(first_conv.blobs[0].diff)
+    ours_grad = backend.to_host(first_conv.blobs[0].diff).astype(np.float64)
     theirs_grad = step.params[0].grad.numpy()
     assert ours_grad.shape == theirs_grad.shape
     err = np.linalg.norm(ours_grad - theirs_grad) / np.linalg.norm(theirs_grad)
-    # float32 through 8 (AlexNet) or 22 (GoogLeNet) layers of backward. ResNet-50 at batch 2:
-    # the batch-statistics BatchNorm backward subtracts two nearly equal means per channel (98
-    # values at the last stage), so its error is already about 1% at the last convolution and
-    # about 2.3% at the first; the loss above, which the forward semantics decide, agrees to 1e-4.
-    assert err < (5e-2 if name == "resnet_50" else 1e-2)
+    assert err < TOL[name]
 
 
 def test_batch_overrides_and_bad_usage(capsys):
