@@ -116,12 +116,22 @@ class TcpTransport(ShardTransport):
         return s
 
     def _release(self, s: socket.socket, in_sync: bool) -> None:
+        now = time.monotonic()
+        stale: list[socket.socket] = []
         with self._lock:
             self._busy.discard(s)
+            # The pool is a stack, so a connection opened for a past peak of concurrent calls sinks to
+            # the bottom and is never popped again; close those here, so that the pool (and the
+            # shard's thread per connection) shrinks back after a peak instead of keeping its size.
+            while self._idle and now - self._idle[0][1] >= IDLE_REUSE_S:
+                stale.append(self._idle.pop(0)[0])
             if in_sync and not self._closed:
-                self._idle.append((s, time.monotonic()))
-                return
-        s.close()
+                self._idle.append((s, now))
+                s = None
+        for old in stale:
+            old.close()
+        if s is not None:
+            s.close()
 
     def _failure(self, e: BaseException, what: str, timeout: float) -> ClusterError:
         if isinstance(e, socket.timeout):

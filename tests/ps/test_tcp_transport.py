@@ -325,3 +325,32 @@ def test_killed_worker_process_stops_the_others_naming_it_over_tcp(tmp_path):
                 p.kill()
                 p.wait()
     assert all(p.poll() is not None for p in procs), "a process was left behind"
+
+
+def test_the_connection_pool_shrinks_back_after_a_peak_of_concurrent_calls(shards, monkeypatch):
+    """Connections opened for a burst of concurrent calls are closed once they have been idle for
+    IDLE_REUSE_S, also when they sit under newer ones in the pool, and the shard frees their threads."""
+    import poseidon_cli.ps.tcp_transport as tt
+    (addrs, servers) = shards(1)
+    tr = TcpTransport(addrs[0], 0, "job")
+    tr.register(0, "job", PROTOCOL_VERSION, 1, 0, 1, 4096, [("p", (4,), "float32")])
+    held = [tr._acquire(time.monotonic() + 5, "test") for _ in range(4)]   # a peak of 4 calls
+    for s in held:
+        tr._release(s, True)
+    assert len(tr._idle) == 4
+    data = servers[0].data_server
+    deadline = time.monotonic() + 5
+    while len(data._conns) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(data._conns) == 4
+    monkeypatch.setattr(tt, "IDLE_REUSE_S", 1.0)
+    for _ in range(2):   # one call at a time from now on: only the newest connection is reused
+        time.sleep(0.6)
+        tr.push(0, 0, [(0, VALUE, np.full(4, 2, np.float32))], 5)
+    # the newest connection is 0.6 s idle (kept); the three under it, 1.2 s (closed on release)
+    assert len(tr._idle) == 1
+    deadline = time.monotonic() + 5
+    while len(data._conns) > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(data._conns) == 1   # the shard saw the three closes and ended their threads
+    tr.close()
