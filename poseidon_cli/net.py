@@ -54,6 +54,7 @@ from ._proto import caffe_pb2
 from .blob import Blob
 from .errors import NetError
 from .layers import create_layer
+from .layers.split import SplitLayer
 from .context import TEST, TRAIN, RunContext
 from .net_pycaffe import PycaffeNetMembers, global_seed, legacy_net_args
 
@@ -440,6 +441,32 @@ class Net(PycaffeNetMembers):
         self._ready_after = tuple(_View(r) for r in ready)
         self._loss_tops = [(blob, w) for li, layer in enumerate(self.layers)
                            for blob, w in zip(self.top_vecs[li], layer.loss_weights) if w != 0]
+        self._alias_split_tops()
+
+    def _alias_split_tops(self):
+        """Let each Split top alias its bottom's data (Caffe's ShareData) unless a later layer
+        writes that memory: an in-place layer (a top that is one of its bottoms), or a Python
+        layer, which may write its bottoms. Views (Reshape, Flatten...) already share memory
+        with what they view at this point, so a write through a view counts too. A top that is
+        written stays a copy; if the bottom itself is written later, every top does."""
+        writes = []   # (layer index, array whose memory that layer may write)
+        for lj, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
+            python = self.layers[lj].type == "Python"
+            for b in bottoms:
+                if python or any(t is b for t in tops):
+                    writes.append((lj, b.data))
+        may_share = self.xp.may_share_memory
+        for li, layer in enumerate(self.layers):
+            if not isinstance(layer, SplitLayer):
+                continue
+            later = [a for lj, a in writes if lj > li]
+
+            def written(arr):
+                return any(may_share(arr, a) for a in later)
+            bottom, tops = self.bottom_vecs[li][0], self.top_vecs[li]
+            shared_ok = not written(bottom.data)
+            layer.alias_tops = tuple(shared_ok and not written(t.data) for t in tops)
+            layer.reshape(self.bottom_vecs[li], tops)
 
     def _append_param(self, layer, li, pi, blob, spec):
         pname = spec.name if spec is not None else ""

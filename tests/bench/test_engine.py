@@ -22,7 +22,11 @@ from poseidon_cli import backend  # noqa: E402
 # BatchNorm backward subtracts two nearly equal means per channel (98 values at the last stage),
 # which leaves a few percent at the first convolution; its loss, which the forward semantics
 # decide, agrees to 1e-4.
-TOL = {"googlenet": 5e-3, "alexnet": 1e-4, "cifar10_full": 1e-4, "resnet_50": 5e-2}
+# AlexNet: conv5's output holds near-ties inside a 3x3 max-pooling window (two values 1e-8 apart); the
+# BLAS kernel's float32 rounding decides which wins, and the gradient is discontinuous there, so one
+# entry of conv5's diff moves to its neighbour: 9e-7 under OpenBLAS's Haswell kernel, 5e-3 under
+# SkylakeX (checked: 2 of 86528 conv5 diff entries differ, swapped). A wrong backward gives O(1).
+TOL = {"googlenet": 5e-3, "alexnet": 1e-2, "cifar10_full": 1e-4, "resnet_50": 5e-2}
 
 
 def _no_dropout(param):
