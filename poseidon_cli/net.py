@@ -442,6 +442,16 @@ class Net(PycaffeNetMembers):
         self._loss_tops = [(blob, w) for li, layer in enumerate(self.layers)
                            for blob, w in zip(self.top_vecs[li], layer.loss_weights) if w != 0]
         self._alias_split_tops()
+        # In-place layers that would copy their input for backward, and the top index of the
+        # layer right before them that produced that input: it may lend its own kept copy.
+        self._lenders = {}
+        for li in range(1, len(self.layers)):
+            layer, bottoms, tops = self.layers[li], self.bottom_vecs[li], self.top_vecs[li]
+            if not (layer.uses_bottom_snapshot and bottoms and tops and tops[0] is bottoms[0]):
+                continue
+            for j, t in enumerate(self.top_vecs[li - 1]):
+                if t is bottoms[0]:
+                    self._lenders[li] = j
 
     def _alias_split_tops(self):
         """Let each Split top alias its bottom's data (Caffe's ShareData) unless a later layer
@@ -557,10 +567,17 @@ class Net(PycaffeNetMembers):
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         hooks = self._before_forward
+        lenders = self._lenders
         for li in range(start, end + 1):
             for fn in hooks:
                 fn(li)
-            loss += self.layers[li].forward_loss(self.bottom_vecs[li], self.top_vecs[li])
+            layer = self.layers[li]
+            if li in lenders:
+                # only when the lender's forward ran right before, in this loop: then its kept
+                # array still equals the input this layer is about to overwrite
+                layer.bottom_snapshot = (self.layers[li - 1].retained_top_data(lenders[li])
+                                         if li > start else None)
+            loss += layer.forward_loss(self.bottom_vecs[li], self.top_vecs[li])
         return loss
 
     def forward_prefilled(self) -> float:

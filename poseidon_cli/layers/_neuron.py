@@ -8,8 +8,9 @@ In-place use (``top`` is ``bottom``, as ReLU/Dropout in every reference net): th
 overwrites the input. A subclass whose backward can be written from the output alone (ReLU,
 Sigmoid, TanH, Exp, ELU, Dropout) ignores this. A subclass that needs the input itself sets
 ``backward_needs_bottom = True``; forward then calls ``self.saved_bottom(bottom, top)`` before it
-overwrites anything, which keeps a copy only when the layer really runs in place, and backward
-reads ``self.bottom_data(bottom)``.
+overwrites anything, which keeps a copy only when the layer really runs in place (or borrows the
+one its producer keeps, when the Net lends it: ``Layer.bottom_snapshot``), and backward reads
+``self.bottom_data(bottom)``.
 """
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ class NeuronLayer(Layer):
 
     def __init__(self, param, phase=0):
         super().__init__(param, phase)
-        self._bottom_copy = None
-        self._copy_valid = False
+        self._bottom_copy = None   # own buffer, reused across forwards
+        self._saved = None         # x for backward: the own buffer or an array lent by the Net
+
+    @property
+    def uses_bottom_snapshot(self):
+        return self.backward_needs_bottom
 
     def reshape(self, bottom, top):
         if top[0] is not bottom[0]:
@@ -50,16 +55,20 @@ class NeuronLayer(Layer):
 
     def saved_bottom(self, bottom, top):
         """Call at the start of forward: copy x if the layer runs in place and needs it later."""
+        snap = self.take_bottom_snapshot(bottom)
         if self.backward_needs_bottom and is_in_place(bottom, top):
+            if snap is not None:   # the producer keeps x unchanged for us: no copy
+                self._saved = snap
+                return
             x = bottom[0].data
             if self._bottom_copy is None or self._bottom_copy.shape != x.shape \
                     or self._bottom_copy.dtype != x.dtype:
                 self._bottom_copy = x.copy()
             else:
                 self._bottom_copy[...] = x
-            self._copy_valid = True
+            self._saved = self._bottom_copy
         else:
-            self._copy_valid = False
+            self._saved = None
 
     def scratch(self, key, like):
         """A cached work array shaped and typed like ``like``: large temporaries are reused
@@ -77,6 +86,6 @@ class NeuronLayer(Layer):
 
     def bottom_data(self, bottom):
         """The forward input x: the saved copy when run in place, else ``bottom[0].data``."""
-        if self._copy_valid:
-            return self._bottom_copy
+        if self._saved is not None:
+            return self._saved
         return bottom[0].data

@@ -61,6 +61,11 @@ class Layer:
         self.rng = np.random.default_rng()
         # Set by the Net before setup; data layers read their partition from it.
         self.context = RunContext()
+        # Set by the Net just before a forward, for a layer that runs in place and would
+        # otherwise copy its input for backward (``uses_bottom_snapshot``): an array equal to
+        # bottom[0].data as this forward starts, lent by the layer that produced it (see
+        # ``retained_top_data``). None means "copy it yourself". Consumed by that forward.
+        self.bottom_snapshot = None
 
     # -- identity ------------------------------------------------------------------------------------
     @property
@@ -92,6 +97,24 @@ class Layer:
 
     def backward(self, top, propagate_down, bottom):
         """Default: a layer with no gradient (data, accuracy...) leaves diffs alone."""
+
+    #: forward reads ``bottom_snapshot`` (an in-place layer that keeps its input for backward)
+    uses_bottom_snapshot: bool = False
+
+    def retained_top_data(self, top_index: int):
+        """An array this layer keeps for its own backward that equals ``top[top_index].data`` as
+        the last forward left it and that nothing writes until this layer's next forward, or None.
+        The Net lends it to an in-place layer that runs right after and would otherwise copy that
+        top before overwriting it (BatchNorm's normalised output feeding Scale). Default: None."""
+        return None
+
+    def take_bottom_snapshot(self, bottom):
+        """The lent copy of ``bottom[0].data`` for this forward, if any and if it fits; clears
+        it, so a later forward not run by the Net makes its own copy."""
+        snap, self.bottom_snapshot = self.bottom_snapshot, None
+        if snap is None or snap.size != bottom[0].count or snap.dtype != bottom[0].data.dtype:
+            return None
+        return snap.reshape(bottom[0].shape)
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         """False for bottoms that are never differentiable (labels of a loss layer)."""

@@ -111,6 +111,11 @@ class BatchNormLayer(Layer):
         xc *= self._inv_std
         y[...] = xc
 
+    def retained_top_data(self, top_index):
+        # y of a batch-statistics forward: kept for backward, rewritten only by the next forward
+        # (backward only reads it), so an in-place Scale after this layer may read it as its x
+        return self._x_norm if top_index == 0 else None
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return

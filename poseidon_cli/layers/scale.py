@@ -11,7 +11,8 @@ Prototxt: ``scale_param { axis: 1 num_axes: 1 filler { ... } bias_term: false bi
   ``blobs[0]`` with two bottoms), filled by ``bias_filler`` (default constant 0).
 
 ``y = x * gamma (+ beta)`` broadcast over the other axes. In-place use is supported: forward then
-keeps a copy of x when backward will need it for gamma's gradient. Backward: ``dx = dy * gamma``;
+keeps a copy of x when backward will need it for gamma's gradient (or, in a Net, borrows the copy
+a BatchNorm right before it keeps anyway: ``Layer.bottom_snapshot``). Backward: ``dx = dy * gamma``;
 gamma's gradient is ``sum(dy * x)`` over every axis but its own (accumulated into the blob, or
 written to ``bottom[1].diff``); beta's is ``sum(dy)``.
 
@@ -30,6 +31,7 @@ class ScaleLayer(Layer):
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
+    uses_bottom_snapshot = True
 
     def layer_setup(self, bottom, top):
         p = self.param.scale_param
@@ -72,8 +74,11 @@ class ScaleLayer(Layer):
         y = x if top[0] is bottom[0] else top[0].data.reshape(outer, dim, inner)
         xp = get_array_module(x)
         self._x_copy = None
+        snap = self.take_bottom_snapshot(bottom)
         if self._needs_gamma_grad(bottom) and in_place(bottom, top):
-            self._x_copy = x.copy()
+            # x is overwritten below but gamma's gradient needs it: borrow the copy the layer
+            # before keeps (BatchNorm's normalised output) when the Net lends one, else copy
+            self._x_copy = x.copy() if snap is None else snap.reshape(outer, dim, inner)
         src = x if self._x_copy is None else self._x_copy   # no overlap with y when copied
         xp.multiply(src, self._gamma(bottom).data.reshape(1, dim, 1), out=y)
         if self.bias_index is not None:
