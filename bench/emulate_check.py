@@ -72,11 +72,15 @@ def check_net(prof_path, dilation, iters):
                  "profile_param_bytes": prof.extra.get("param_bytes"), "fc": fc}
 
 
-def write_solver(d, model, iters):
+def write_solver(d, model, iters, display=1):
+    """The benches' solver. ``display`` 1 gives the per-iteration "Iteration N, ... s/1 iters"
+    lines check_train times; a cluster run must not display every iteration: in a cluster each
+    display iteration averages the loss over every worker (``PSSync.mean``), i.e. it waits for
+    the slowest worker at that clock whatever the staleness."""
     s = d / "solver.prototxt"
     s.write_text(f'net: "{model}"\nbase_lr: 0.001 lr_policy: "fixed" momentum: 0.9\n'
-                 f'max_iter: {iters} display: 1 snapshot_after_train: false solver_mode: CPU '
-                 f'random_seed: 1701\n')
+                 f'max_iter: {iters} display: {int(display)} snapshot_after_train: false '
+                 f'solver_mode: CPU random_seed: 1701\n')
     return s
 
 

@@ -47,6 +47,11 @@ from emulate_check import write_solver  # noqa: E402 - one solver file for both 
 CPU_BOUND = 0.8   # flag a run whose CPU use is above this share of the machine's CPUs
 
 
+def cluster_solver(workdir, model, iters):
+    """The solver every cluster run of this bench trains: no display iterations (see main)."""
+    return write_solver(workdir, model, iters, display=0)
+
+
 def link_totals(cl, n):
     """tx + rx bytes so far of hosts 0..n-1."""
     return [sum(cl.link_bytes(k).values()) for k in range(n)]
@@ -210,7 +215,10 @@ def main(argv=None):
           f"link {a.link} emulated as tbf {capped / 1e6:.0f} Mbit/s with dilation D={D:g}; "
           f"{a.iters} iterations per run, timing from iteration {skip}", flush=True)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="scaling-"))
-    solver = write_solver(workdir, model, a.iters)
+    # display 0: a display iteration averages the loss and outputs over every worker, a barrier
+    # at that clock; displaying every iteration made staleness s > 0 run like s = 0 (issue 18).
+    # Timing comes from the stats files, not from display lines.
+    solver = cluster_solver(workdir, model, a.iters)
     doc = {"bench": "scaling", "net": a.net, "profile": profile.name, "link": a.link,
            "link_capped_bps": capped, "dilation": D, "jitter": a.jitter, "iters": a.iters,
            "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg(), "rows": []}

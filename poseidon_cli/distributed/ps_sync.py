@@ -17,7 +17,10 @@ Per iteration: ``begin_pass(last)`` enables the pushes on the last of ``iter_siz
 ticks the client's clock (one clock per iteration) and requests the next pulls; the per-iteration
 timing goes to ``iter_stats``. ``mean`` averages logged values over every worker: the loss only on
 display iterations (averaging it every iteration would make every iteration a barrier and defeat
-staleness), the outputs and test values always. ``test_share(n)`` is ``ceil(n / workers)``.
+staleness), the outputs (display iterations) and test values always. Each such average waits for
+every worker to reach this clock, so a display iteration is a barrier whatever the staleness
+(``display: 1`` makes s > 0 run like s = 0); the time spent in them is the ``reduce_s`` column of
+``iter_stats``. ``test_share(n)`` is ``ceil(n / workers)``.
 ``before_read`` installs every pending pull (and, for a snapshot, the SFB updates of every clock
 and the solver history held by the PS) so worker 0's files resume on one node or on any number of
 clients. Only worker 0 ``writes_files``.
@@ -80,6 +83,7 @@ class PSSync(Sync):
         self.iter_stats = IterStats()
         self._pass_t0 = None
         self._t_compute = 0.0
+        self._t_reduce = 0.0
         self._t_iter = None
         self._cpu_iter = None
 
@@ -151,6 +155,14 @@ class PSSync(Sync):
         self.wfbp = WaitFreeBackprop(self.solver.net, client, self.syncs, overlap=self.overlap,
                                      iter_size=self.solver.param.iter_size, deadline_s=self.deadline_s,
                                      sfb=self.sfb, staleness=client.staleness)
+        display = self.solver.param.display
+        if client.staleness > 0 and display > 0 and self.world_size > 1 and self.rank == 0:
+            # Said once at start-up: nothing else shows that the display interval, not the
+            # staleness, bounds how long a worker may run ahead of a straggler.
+            self.solver.log.info(
+                f"staleness {client.staleness} with display {display}: every display iteration "
+                f"averages the loss over all workers and so waits for the slowest at that clock "
+                f"(stats: reduce_s); a larger display (or 0) leaves the staleness its slack")
 
     def publish_initial_state(self) -> None:
         """Worker 0: store the parameters and the solver history in the PS; SFB weights to peers."""
@@ -199,9 +211,11 @@ class PSSync(Sync):
             # end of the previous update to the end of this one (None for the first), and the CPU
             # time of the whole process (every thread: shard, transports, BLAS) in that span
             None if self._t_iter is None else now - self._t_iter,
-            None if self._cpu_iter is None else cpu - self._cpu_iter)
+            None if self._cpu_iter is None else cpu - self._cpu_iter,
+            self._t_reduce)
         self._t_iter, self._cpu_iter = now, cpu
         self._t_compute = 0.0
+        self._t_reduce = 0.0
         wfbp.wait_s = 0.0
 
     def mean(self, values, what: Reduction, net_id: int = 0) -> list:
@@ -213,7 +227,10 @@ class PSSync(Sync):
             p, it = self.solver.param, self.solver.iter
             if not (p.display and it % p.display == 0):
                 return list(values)
-        return [float(v) for v in self.client.mean_over_workers(_stat_name(what, net_id), values)]
+        t0 = time.perf_counter()
+        out = self.client.mean_over_workers(_stat_name(what, net_id), values)
+        self._t_reduce += time.perf_counter() - t0
+        return [float(v) for v in out]
 
     def test_share(self, n: int) -> int:
         return int(math.ceil(n / self.world_size))
@@ -257,11 +274,13 @@ class PSSync(Sync):
 
 
 class IterStats:
-    """Per-iteration timing rows (``FIELDS``), kept as float64 columns: 48 bytes an iteration
+    """Per-iteration timing rows (``FIELDS``), kept as float64 columns: 56 bytes an iteration
     instead of a dict's ~500, so a long run's memory stays flat. ``rows()``: the dicts of
-    ``stats.client<k>.json`` (seconds rounded to the microsecond; None where not measured)."""
+    ``stats.client<k>.json`` (seconds rounded to the microsecond; None where not measured).
+    ``reduce_s``: time in averages over every worker (display and test values) since the last
+    update; they wait for the slowest worker, and are in neither compute nor parameter waits."""
 
-    FIELDS = ("iter", "compute_s", "wait_params_s", "clock_s", "wall_s", "cpu_s")
+    FIELDS = ("iter", "compute_s", "wait_params_s", "clock_s", "wall_s", "cpu_s", "reduce_s")
 
     def __init__(self):
         self._cols = [array.array("d") for _ in self.FIELDS]

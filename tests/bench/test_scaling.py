@@ -34,3 +34,16 @@ def test_startup_bytes_by_hand():
     fc = 2 * 2 * 4096 * 4096 * 4 * 3 / 4
     assert scaling.startup_bytes(layers, 4, "on") == pytest.approx(conv + fc)
     assert scaling.startup_bytes(layers, 4, "off") == pytest.approx(conv + fc / 2)
+
+
+def test_cluster_runs_display_no_iteration(tmp_path):
+    # A display iteration averages the loss over every worker, a barrier at that clock: with
+    # display 1 the s=2 runs of the straggler row ran like s=0 (issue 18). The single-node
+    # check of emulate_check.py keeps its per-iteration display lines.
+    from poseidon_cli import config
+    solver = scaling.cluster_solver(tmp_path, tmp_path / "net.prototxt", 7)
+    param = config.load_solver_param(str(solver))
+    assert param.display == 0 and param.max_iter == 7
+    (tmp_path / "single").mkdir()
+    single = scaling.write_solver(tmp_path / "single", tmp_path / "net.prototxt", 7)
+    assert config.load_solver_param(str(single)).display == 1
