@@ -39,13 +39,18 @@ class LRNLayer(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
+        # y straight into the top and scale into last call's buffer: no temporaries of their own
         y, self._scale = lrn_ops.lrn_forward(bottom[0].data, self.size, self.alpha, self.beta,
-                                             self.k, self.region)
-        top[0].data[...] = y
+                                             self.k, self.region, out=top[0].data,
+                                             scale_out=self._scale)
+        if y is not top[0].data:
+            top[0].data[...] = y
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        bottom[0].diff[...] = lrn_ops.lrn_backward(bottom[0].data, top[0].data, self._scale,
-                                                   top[0].diff, self.size, self.alpha, self.beta,
-                                                   self.region)
+        dx = lrn_ops.lrn_backward(bottom[0].data, top[0].data, self._scale, top[0].diff,
+                                  self.size, self.alpha, self.beta, self.region,
+                                  out=bottom[0].diff)
+        if dx is not bottom[0].diff:
+            bottom[0].diff[...] = dx

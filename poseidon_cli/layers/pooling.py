@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from .._proto import caffe_pb2
+from ..backend import get_array_module
 from ..ops import pooling as pool_ops
 from . import register
 from .base import Layer
@@ -113,13 +114,24 @@ class PoolingLayer(Layer):
 
     def forward(self, bottom, top):
         _, _, _, full, out = self._geom(bottom[0].shape)
-        y, mask = pool_ops.pool2d_forward(bottom[0].data, self.mode, **self._kw())
+        x = bottom[0].data
+        # straight into the top when no FLOOR crop applies, and into last call's mask: no
+        # top-sized temporaries, no copies
+        y_buf = top[0].data if out == full and top[0] is not bottom[0] else None
+        if y_buf is not None and get_array_module(x).may_share_memory(x, y_buf):
+            y_buf = None
+        # the argmax is kept as its position in the window (one byte for windows under 255
+        # values), not as Caffe's int32 flat index: it lives from forward to backward
+        y, mask = pool_ops.pool2d_forward(x, self.mode, **self._kw(), out=y_buf,
+                                          mask_out=self._mask, window_mask=True)
         if out != full:   # FLOOR: the ceil rule's extra last row/column is simply dropped
             y = y[:, :, :out[0], :out[1]]
-        top[0].data[...] = y
+        if y is not y_buf:
+            top[0].data[...] = y
         self._mask = mask
         if len(top) > 1:
-            top[1].data[...] = mask[:, :, :out[0], :out[1]]
+            flat = pool_ops.caffe_mask(mask, bottom[0].shape, **self._kw())
+            top[1].data[...] = flat[:, :, :out[0], :out[1]]
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -131,5 +143,10 @@ class PoolingLayer(Layer):
             padded = xp.zeros(dy.shape[:2] + full, dtype=dy.dtype)
             padded[:, :, :out[0], :out[1]] = dy
             dy = padded
-        bottom[0].diff[...] = pool_ops.pool2d_backward(dy, self._mask, bottom[0].shape, self.mode,
-                                                       **self._kw())
+        dx_buf = bottom[0].diff
+        if xp.may_share_memory(dx_buf, dy):
+            dx_buf = None
+        dx = pool_ops.pool2d_backward(dy, self._mask, bottom[0].shape, self.mode, **self._kw(),
+                                      out=dx_buf, window_mask=True)
+        if dx is not dx_buf:
+            bottom[0].diff[...] = dx

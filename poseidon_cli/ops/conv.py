@@ -29,8 +29,7 @@ import numpy
 
 from ..backend import get_array_module
 from . import threads
-from .im2col import (col2im_nhwc_add, cols_cmajor, cols_nhwc, padded_nchw, padded_nhwc,
-                     patch_view_nhwc)
+from .im2col import col2im_nhwc_add, cols_cmajor, cols_nhwc, patch_view_nhwc
 
 # Bytes of column matrix per CPU chunk (at least one image). On the 2-core EPYC (L2 512 KB/core,
 # shared L3) 0.5-2 MB measured best (CIFAR-10 quick conv2 forward, 1 thread: 31-33 ms vs 42 ms
@@ -129,10 +128,19 @@ def _weights_cmajor(w, g):
     return [w2[gi * g.Og:(gi + 1) * g.Og] for gi in range(g.g)]
 
 
-def _forward(x, w, b, g):
+def _result(xp, shape, dtype, out):
+    """``out`` when it can take the result in place (C-contiguous, same shape and dtype), else a
+    fresh array: writing into the caller's buffer saves an allocation and a copy."""
+    if out is not None and tuple(out.shape) == tuple(shape) and out.dtype == dtype \
+            and out.flags.c_contiguous:
+        return out
+    return xp.empty(shape, dtype=dtype)
+
+
+def _forward(x, w, b, g, out=None):
     xp = get_array_module(x, w)
     N, O, Ho, Wo = g.N, g.O, g.Ho, g.Wo
-    y = xp.empty((N, O, Ho, Wo), dtype=x.dtype)
+    y = _result(xp, (N, O, Ho, Wo), x.dtype, out)
     y3 = y.reshape(N, O, Ho * Wo)
     bias = None if b is None else b.reshape(O, 1).astype(x.dtype, copy=False)
 
@@ -158,14 +166,37 @@ def _forward(x, w, b, g):
     return y
 
 
-def _padded_input_and_colbuf(xp, g, xs, nb):
-    """The zero-padded input in the layout the column builder reads (NCHW for Caffe's channel-major
-    columns, NHWC otherwise) and a column buffer for ``nb`` images (forward and weight gradient)."""
-    if g.cmajor:
-        return (padded_nchw(xs, g.ph, g.pw),
-                xp.empty((g.Cg, g.kh, g.kw, nb, g.Ho, g.Wo), dtype=xs.dtype))
-    return (padded_nhwc(xs, g.ph, g.pw),
-            xp.empty((nb, g.Ho, g.Wo, g.kh, g.kw, g.Cg), dtype=xs.dtype))
+class _PaddedChunks:
+    """The zero-padded input of one chunk of images at a time, in the layout the column builder
+    reads (NCHW for Caffe's channel-major columns, NHWC otherwise), plus a column buffer for
+    ``nb`` images (forward and weight gradient). One padded buffer of ``nb`` images is reused:
+    its border stays zero and each chunk overwrites the interior, so a thread never holds a
+    padded copy of its whole slice of the batch."""
+
+    def __init__(self, xp, g, xs, nb):
+        self.g, self.xs = g, xs
+        C, H, W = xs.shape[1:]
+        dt = xs.dtype
+        if g.cmajor:
+            self.colbuf = xp.empty((g.Cg, g.kh, g.kw, nb, g.Ho, g.Wo), dtype=dt)
+            pad = g.ph or g.pw
+            self.buf = xp.zeros((nb, C, H + 2 * g.ph, W + 2 * g.pw), dtype=dt) if pad else None
+        else:
+            self.colbuf = xp.empty((nb, g.Ho, g.Wo, g.kh, g.kw, g.Cg), dtype=dt)
+            self.buf = xp.zeros((nb, H + 2 * g.ph, W + 2 * g.pw, C), dtype=dt)
+
+    def chunk(self, a, e):
+        """Images ``a:e`` of the slice, padded (a view; valid until the next call)."""
+        g, m = self.g, e - a
+        if self.buf is None:   # channel-major without padding: read the input itself
+            return self.xs[a:e]
+        H, W = self.xs.shape[2:]
+        dst = self.buf[:m]
+        if g.cmajor:
+            dst[:, :, g.ph:g.ph + H, g.pw:g.pw + W] = self.xs[a:e]
+        else:
+            dst[:, g.ph:g.ph + H, g.pw:g.pw + W, :] = self.xs[a:e].transpose(0, 2, 3, 1)
+        return dst
 
 
 def _forward_range(x, wmats, bias, g, n0, n1, y3):
@@ -182,24 +213,26 @@ def _forward_range(x, wmats, bias, g, n0, n1, y3):
     N = n1 - n0
     nb = _chunk(xp, g, x.dtype.itemsize, N)
     gemm_out = xp.empty((g.Og, nb * Ho * Wo) if g.cmajor else (nb * Ho * Wo, g.Og), dtype=x.dtype)
-    src, colbuf = _padded_input_and_colbuf(xp, g, xs, nb)
-    for gi in range(g.g):
-        os_ = slice(gi * g.Og, (gi + 1) * g.Og)
-        if not g.cmajor:
-            view = patch_view_nhwc(src[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
-                                   g.sh, g.sw, g.dh, g.dw)
-        for a in range(0, N, nb):
-            e = min(N, a + nb)
-            m = e - a
+    padded = _PaddedChunks(xp, g, xs, nb)
+    colbuf = padded.colbuf
+    # chunks outermost: each (chunk, group) writes its own part of y, so the order is free
+    for a in range(0, N, nb):
+        e = min(N, a + nb)
+        m = e - a
+        src = padded.chunk(a, e)
+        for gi in range(g.g):
+            os_ = slice(gi * g.Og, (gi + 1) * g.Og)
             if g.cmajor:
                 out = gemm_out[:, :m * Ho * Wo]
-                cols = cols_cmajor(src, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
+                cols = cols_cmajor(src, 0, m, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(wmats[gi], cols.reshape(g.K, -1), out=out)
                 res = out.reshape(g.Og, m, Ho * Wo).transpose(1, 0, 2)
             else:
                 out = gemm_out[:m * Ho * Wo]
-                cols = cols_nhwc(view, a, e, colbuf)
+                view = patch_view_nhwc(src[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
+                                       g.sh, g.sw, g.dh, g.dw)
+                cols = cols_nhwc(view, 0, m, colbuf)
                 xp.matmul(cols.reshape(-1, g.K), wmats[gi], out=out)
                 res = out.reshape(m, Ho * Wo, g.Og).transpose(0, 2, 1)
             dst = y3[n0 + a:n0 + e, os_]
@@ -209,19 +242,22 @@ def _forward_range(x, wmats, bias, g, n0, n1, y3):
                 xp.add(res, bias[os_], out=dst)  # bias fused into the NCHW write
 
 
-def conv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, group=1):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, group=1, out=None):
     """Caffe convolution forward.
 
     Args:
         x: ``(N, C, H, W)`` input. w: ``(O, C/group, kh, kw)``. b: ``(O,)`` (any shape with O
         elements) or None. stride, pad, dilation: int or ``(h, w)``. group: int dividing C and O.
+        out: optional buffer for y (used when C-contiguous with y's shape and dtype; it must not
+        overlap x).
     Returns:
-        y: ``(N, O, Ho, Wo)`` with ``Ho = conv_out_size(H, kh, pad_h, stride_h, dilation_h)``.
+        y: ``(N, O, Ho, Wo)`` with ``Ho = conv_out_size(H, kh, pad_h, stride_h, dilation_h)``
+        (``out`` itself when it was used).
     Raises:
         ValueError on inconsistent shapes.
     """
     g = _Geom(x.shape, w.shape, stride, pad, dilation, group)
-    return _forward(x, w, b, g)
+    return _forward(x, w, b, g, out)
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride=1, pad=0, dilation=1, group=1):
@@ -293,40 +329,44 @@ def _backward_weight_range(x, dy3, g, n0, n1, want_db):
     db = xp.zeros((g.O,), dtype=x.dtype) if want_db else None
     tmp = xp.empty((g.Og, g.K), dtype=x.dtype)
     dyc_buf = xp.empty((g.Og, nb, Ho * Wo), dtype=x.dtype)
-    src, colbuf = _padded_input_and_colbuf(xp, g, xs, nb)
-    for gi in range(g.g):
-        os_ = slice(gi * g.Og, (gi + 1) * g.Og)
-        if not g.cmajor:
-            view = patch_view_nhwc(src[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
-                                   g.sh, g.sw, g.dh, g.dw)
-        for a in range(0, N, nb):
-            e = min(N, a + nb)
-            m = e - a
+    padded = _PaddedChunks(xp, g, xs, nb)
+    colbuf = padded.colbuf
+    # chunks outermost: a group's rows of dw2 / db still add up chunk after chunk in order
+    for a in range(0, N, nb):
+        e = min(N, a + nb)
+        m = e - a
+        src = padded.chunk(a, e)
+        for gi in range(g.g):
+            os_ = slice(gi * g.Og, (gi + 1) * g.Og)
             dyc = dyc_buf[:, :m]
             xp.copyto(dyc, dy3[n0 + a:n0 + e, os_].transpose(1, 0, 2))
             dyc = dyc.reshape(g.Og, m * Ho * Wo)
             if want_db:   # the bias gradient from the chunk already in cache
                 db[os_] += dyc.sum(axis=1)
             if g.cmajor:
-                cols = cols_cmajor(src, a, e, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
+                cols = cols_cmajor(src, 0, m, gi * g.Cg, (gi + 1) * g.Cg, g.kh, g.kw, Ho, Wo,
                                    g.sh, g.sw, g.dh, g.dw, colbuf)
                 xp.matmul(dyc, cols.reshape(g.K, -1).T, out=tmp)
             else:
-                cols = cols_nhwc(view, a, e, colbuf)
+                view = patch_view_nhwc(src[..., gi * g.Cg:(gi + 1) * g.Cg], g.kh, g.kw, Ho, Wo,
+                                       g.sh, g.sw, g.dh, g.dw)
+                cols = cols_nhwc(view, 0, m, colbuf)
                 xp.matmul(dyc, cols.reshape(-1, g.K), out=tmp)
             dw2[os_] += tmp
     return dw2, db
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, dilation=1, group=1, method=None):
-    """Gradient of the convolution w.r.t. its input: ``dx`` of shape ``x_shape`` (a fresh array).
+def conv2d_backward_data(dy, w, x_shape, stride=1, pad=0, dilation=1, group=1, method=None,
+                         out=None):
+    """Gradient of the convolution w.r.t. its input: ``dx`` of shape ``x_shape`` (a fresh array,
+    or ``out`` when given and it fits, as in ``conv2d_forward``; it must not overlap dy).
     ``dy`` is ``(N, O, Ho, Wo)``; ``w`` is ``(O, C/group, kh, kw)``. ``method`` forces an
     algorithm ("flip": stride-1 only; "col2im": any); None picks the faster (same result)."""
     g = _Geom(x_shape, w.shape, stride, pad, dilation, group)
-    return _backward_data(dy, w, g, method)
+    return _backward_data(dy, w, g, method, out)
 
 
-def _backward_data(dy, w, g, method=None):
+def _backward_data(dy, w, g, method=None, out=None):
     """``method``: "flip" (stride-1 forward with the flipped kernel), "col2im", or None = pick."""
     xp = get_array_module(dy, w)
     N, Ho, Wo = g.N, g.Ho, g.Wo
@@ -334,7 +374,7 @@ def _backward_data(dy, w, g, method=None):
         dy3 = dy.reshape(N, g.O, Ho * Wo)
         w2 = w.reshape(g.O, g.Cg)
         wT = [xp.ascontiguousarray(w2[gi * g.Og:(gi + 1) * g.Og].T) for gi in range(g.g)]
-        dx = xp.empty((N, g.C, g.H * g.W), dtype=dy.dtype)
+        dx = _result(xp, (N, g.C, g.H, g.W), dy.dtype, out).reshape(N, g.C, g.H * g.W)
 
         def pointwise_range(n0, n1):   # on the pool: OpenBLAS itself runs one thread
             for gi in range(g.g):
@@ -360,12 +400,12 @@ def _backward_data(dy, w, g, method=None):
                 w[gi * g.Og:(gi + 1) * g.Og, :, ::-1, ::-1].transpose(1, 0, 2, 3)
         g2 = _Geom(dy.shape, wf.shape, 1, (ph2, pw2), (g.dh, g.dw), g.g)
         assert (g2.Ho, g2.Wo) == (g.H, g.W)
-        return _forward(dy, wf, None, g2)
+        return _forward(dy, wf, None, g2, out)
 
     # General stride: dcol = dy^T @ W per chunk, then scatter-add onto a padded NHWC gradient.
     dy3 = dy.reshape(N, g.O, Ho * Wo)
     wmats = _weights_nhwc(w, g)
-    dx = xp.empty((N, g.C, g.H, g.W), dtype=dy.dtype)
+    dx = _result(xp, (N, g.C, g.H, g.W), dy.dtype, out)
     threads.parallel_for(N, lambda n0, n1: _col2im_range(dy3, wmats, g, n0, n1, dx), xp,
                          cost=dx.nbytes)
     return dx
@@ -377,36 +417,42 @@ def _col2im_range(dy3, wmats, g, n0, n1, dx):
     Ho, Wo = g.Ho, g.Wo
     N = n1 - n0
     nb = _chunk(xp, g, dy3.dtype.itemsize, N)
-    dxh = xp.zeros((N, g.H + 2 * g.ph, g.W + 2 * g.pw, g.C), dtype=dy3.dtype)
+    # a padded NHWC gradient of one chunk at a time (reused), not of the thread's whole slice;
+    # each image's sums still run group after group, offset after offset, as before
+    dxh_buf = xp.empty((nb, g.H + 2 * g.ph, g.W + 2 * g.pw, g.C), dtype=dy3.dtype)
     dyc_buf = xp.empty((nb, Ho * Wo, g.Og), dtype=dy3.dtype)
     dcol_buf = xp.empty((nb * Ho * Wo, g.K), dtype=dy3.dtype)
-    for gi in range(g.g):
-        os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
-        for a in range(0, N, nb):
-            e = min(N, a + nb)
-            m = e - a
+    for a in range(0, N, nb):
+        e = min(N, a + nb)
+        m = e - a
+        dxh = dxh_buf[:m]
+        dxh.fill(0)
+        for gi in range(g.g):
+            os_, cs = slice(gi * g.Og, (gi + 1) * g.Og), slice(gi * g.Cg, (gi + 1) * g.Cg)
             dyc = dyc_buf[:m]
             xp.copyto(dyc, dy3[n0 + a:n0 + e, os_].transpose(0, 2, 1))
             dcol = dcol_buf[:m * Ho * Wo]
             xp.matmul(dyc.reshape(-1, g.Og), wmats[gi], out=dcol)
-            col2im_nhwc_add(dcol.reshape(m, Ho, Wo, g.kh, g.kw, g.Cg), dxh[..., cs], a,
+            col2im_nhwc_add(dcol.reshape(m, Ho, Wo, g.kh, g.kw, g.Cg), dxh[..., cs], 0,
                             g.sh, g.sw, g.dh, g.dw)
-    dx[n0:n1] = dxh[:, g.ph:g.ph + g.H, g.pw:g.pw + g.W, :].transpose(0, 3, 1, 2)
+        dx[n0 + a:n0 + e] = dxh[:, g.ph:g.ph + g.H, g.pw:g.pw + g.W, :].transpose(0, 3, 1, 2)
 
 
 def conv2d_backward(x, w, dy, stride=1, pad=0, dilation=1, group=1,
-                    need_dx=True, need_dw=True, need_db=True):
+                    need_dx=True, need_dw=True, need_db=True, dx_out=None):
     """Caffe convolution backward.
 
     Args: as ``conv2d_forward``, plus ``dy`` ``(N, O, Ho, Wo)`` and flags for which gradients to
-    compute. Returns ``(dx, dw, db)``: ``dx`` like ``x``, ``dw`` like ``w``, ``db`` ``(O,)``; each
-    is a fresh array or None when not requested. The caller accumulates ``dw``/``db`` into its
-    parameter diffs (Caffe's contract) and overwrites its bottom diff with ``dx``.
+    compute; ``dx_out`` an optional buffer for dx (used when it fits; it must not overlap x or
+    dy). Returns ``(dx, dw, db)``: ``dx`` like ``x``, ``dw`` like ``w``, ``db`` ``(O,)``; each
+    is a fresh array (dx may be ``dx_out``) or None when not requested. The caller accumulates
+    ``dw``/``db`` into its parameter diffs (Caffe's contract) and overwrites its bottom diff with
+    ``dx``.
     """
     g = _Geom(x.shape, w.shape, stride, pad, dilation, group)
     if tuple(dy.shape) != (g.N, g.O, g.Ho, g.Wo):
         raise ValueError(f"dy shape {tuple(dy.shape)} != output shape {(g.N, g.O, g.Ho, g.Wo)}")
-    dx = _backward_data(dy, w, g) if need_dx else None
+    dx = _backward_data(dy, w, g, out=dx_out) if need_dx else None
     dw = db = None
     if need_dw:
         dw, db = _backward_weight(x, dy, g, want_db=need_db)
@@ -415,12 +461,13 @@ def conv2d_backward(x, w, dy, stride=1, pad=0, dilation=1, group=1,
     return dx, dw, db
 
 
-def deconv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, group=1):
+def deconv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, group=1, out=None):
     """Caffe Deconvolution forward (the adjoint of convolution).
 
     Args:
         x: ``(N, C_in, H, W)``. w: ``(C_in, C_out/group, kh, kw)`` (Caffe's deconv weight layout).
         b: ``(C_out,)`` or None. stride/pad/dilation/group as for convolution.
+        out: optional buffer for y, as in ``conv2d_forward``.
     Returns:
         y: ``(N, C_out, Ho, Wo)`` with ``Ho = deconv_out_size(H, kh, pad, stride, dilation)``.
     """
@@ -431,18 +478,19 @@ def deconv2d_forward(x, w, b=None, stride=1, pad=0, dilation=1, group=1):
     c_out = w.shape[1] * int(group)
     y_shape = (N, c_out, deconv_out_size(H, w.shape[2], ph, sh, dh),
                deconv_out_size(W, w.shape[3], pw, sw, dw_))
-    y = conv2d_backward_data(x, w, y_shape, stride, pad, dilation, group)
+    y = conv2d_backward_data(x, w, y_shape, stride, pad, dilation, group, out=out)
     if b is not None:
         y += b.reshape(1, c_out, 1, 1).astype(y.dtype, copy=False)
     return y
 
 
 def deconv2d_backward(x, w, dy, stride=1, pad=0, dilation=1, group=1,
-                      need_dx=True, need_dw=True, need_db=True):
+                      need_dx=True, need_dw=True, need_db=True, dx_out=None):
     """Caffe Deconvolution backward: ``dx = conv2d_forward(dy, w)``, ``dw`` = the convolution
     weight gradient with the roles of input and output swapped, ``db = sum(dy)`` per channel.
-    Returns ``(dx, dw, db)`` (None where not requested); shapes as ``x``, ``w``, ``(C_out,)``."""
-    dx = conv2d_forward(dy, w, None, stride, pad, dilation, group) if need_dx else None
+    Returns ``(dx, dw, db)`` (None where not requested); shapes as ``x``, ``w``, ``(C_out,)``;
+    ``dx_out`` as in ``conv2d_backward``."""
+    dx = conv2d_forward(dy, w, None, stride, pad, dilation, group, out=dx_out) if need_dx else None
     dw = conv2d_backward_weight(dy, x, w.shape, stride, pad, dilation, group) if need_dw else None
     db = dy.sum(axis=(0, 2, 3)) if need_db else None
     return dx, dw, db

@@ -85,15 +85,38 @@ def _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw):
     return hrow * W + wcol
 
 
-def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
+def _buffer(xp, shape, dtype, out):
+    """``out`` when the result fits it exactly (C-contiguous, shape, dtype), else a fresh array."""
+    if out is not None and tuple(out.shape) == tuple(shape) and out.dtype == dtype \
+            and out.flags.c_contiguous:
+        return out
+    return xp.empty(shape, dtype=dtype)
+
+
+def window_mask_dtype(xp, kernel_area):
+    """Smallest integer type holding a window position ``0 .. kernel_area - 1`` plus one spare
+    value (the junk marker of the backward's extended grid)."""
+    if kernel_area < 255:
+        return xp.uint8
+    return xp.int16 if kernel_area < 32767 else xp.int32
+
+
+def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False, out=None,
+                   mask_out=None, window_mask=False):
     """Pooling forward.
 
     Args:
         x: ``(N, C, H, W)``. mode: "MAX" or "AVE". kernel/stride/pad: int or ``(h, w)``.
         global_pooling: pool the whole plane (kernel/stride ignored, pad must be 0).
+        out, mask_out: optional buffers for y and the mask (used when they fit exactly; they
+        must not overlap x), e.g. the caller's top and the previous call's mask.
+        window_mask: return the argmax as its position ``i*kw + j`` inside the window, in the
+        small type of ``window_mask_dtype`` (a quarter of the int32 mask when kh*kw < 255);
+        ``pool2d_backward`` takes it with ``window_mask=True``, ``caffe_mask`` converts it.
     Returns:
         ``(y, mask)``: y ``(N, C, Ph, Pw)``; for MAX, ``mask`` is int32 of y's shape holding Caffe's
-        argmax mask (flat index ``h*W + w`` into the input plane); for AVE, None.
+        argmax mask (flat index ``h*W + w`` into the input plane), or the window mask; for AVE,
+        None.
     Raises:
         ValueError for an unknown mode or a kernel that does not fit.
 
@@ -104,10 +127,11 @@ def pool2d_forward(x, mode, kernel=1, stride=1, pad=0, global_pooling=False):
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
     if mode not in (MAX, AVE):
         raise ValueError(f"unsupported pooling mode {mode!r} (MAX or AVE)")
-    y = xp.empty((N, C, Ph, Pw), dtype=x.dtype)
-    mask = xp.empty((N, C, Ph, Pw), dtype=xp.int32) if mode == MAX else None
+    y = _buffer(xp, (N, C, Ph, Pw), x.dtype, out)
+    mask_type = window_mask_dtype(xp, kh * kw) if window_mask else xp.int32
+    mask = _buffer(xp, (N, C, Ph, Pw), mask_type, mask_out) if mode == MAX else None
     if mode == MAX:
-        base = _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
+        base = None if window_mask else _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
         run = lambda n0, n1: _max_forward(x[n0:n1], geo, base, y[n0:n1], mask[n0:n1])
     else:
         div = _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, x.dtype)
@@ -217,7 +241,8 @@ def _max_forward(x, geo, base, y, mask):
     Values: a chain of elementwise maxima over the kh*kw window offsets (phase-layout runs).
     Argmax (Caffe's first maximum in row-major window order) without masked copies (a random mask
     makes those ~10x slower than a ufunc): ``run`` stays true while every offset so far differs
-    from the max, so summing it counts the offsets before the first maximum; adding ``W - kw``
+    from the max, so summing it counts the offsets before the first maximum, which is the window
+    position ``i*kw + j`` (the window mask, written when ``base`` is None); adding ``W - kw``
     for every completed window row turns that count into the flat offset ``i*W + j`` from the
     window's corner, and ``base`` (the corner's flat index) makes it Caffe's mask."""
     xp = get_array_module(x)
@@ -236,7 +261,7 @@ def _max_forward(x, geo, base, y, mask):
     # int16 counters (window offsets < 32768 here) halve the traffic of the accumulation
     small = kh * W < 32767
     cnt = xp.zeros(yext.shape, dtype=xp.int16 if small else xp.int32)
-    rows = xp.zeros_like(cnt) if kh > 1 and W != kw else None
+    rows = xp.zeros_like(cnt) if kh > 1 and W != kw and base is not None else None
     run = xp.empty(yext.shape, dtype=bool)
     ne = xp.empty(yext.shape, dtype=bool)
     for o, v in enumerate(views[:-1]):
@@ -252,7 +277,10 @@ def _max_forward(x, geo, base, y, mask):
         rows *= W - kw
         cnt += rows
     y[...] = P.real(yext, n)
-    xp.add(P.real(cnt, n), base, out=mask)
+    if base is None:
+        mask[...] = P.real(cnt, n)
+    else:
+        xp.add(P.real(cnt, n), base, out=mask)
 
 
 def _ave_forward(x, geo, div, y):
@@ -272,11 +300,25 @@ def _ave_forward(x, geo, div, y):
     xp.divide(P.real(acc, n), div, out=y)
 
 
-def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_pooling=False):
-    """Pooling backward: returns ``dx`` of shape ``x_shape`` (a fresh array).
+def caffe_mask(mask, x_shape, kernel=1, stride=1, pad=0, global_pooling=False):
+    """Caffe's argmax mask (int32 flat index ``h*W + w``) from a window mask."""
+    xp = get_array_module(mask)
+    N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = _geometry(x_shape, kernel, stride, pad,
+                                                           global_pooling)
+    pos = mask.astype(xp.int32)
+    i, j = xp.divmod(pos, kw)
+    flat = i * W + j
+    flat += _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
+    return flat
+
+
+def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_pooling=False,
+                    out=None, window_mask=False):
+    """Pooling backward: returns ``dx`` of shape ``x_shape`` (a fresh array, or ``out`` when it
+    fits exactly; it must not overlap dy or the mask).
 
     Args: ``dy`` ``(N, C, Ph, Pw)``; ``mask`` as returned by ``pool2d_forward`` (MAX; ignored for
-    AVE); the same geometry arguments as the forward call.
+    AVE; ``window_mask`` as given to the forward); the same geometry arguments as the forward.
     """
     xp = get_array_module(dy)
     geo = _geometry(x_shape, kernel, stride, pad, global_pooling)
@@ -286,12 +328,12 @@ def pool2d_backward(dy, mask, x_shape, mode, kernel=1, stride=1, pad=0, global_p
     if mode == MAX:
         if mask is None:
             raise ValueError("MAX pooling backward needs the forward's mask")
-        base = _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
+        base = None if window_mask else _bases(xp, H, W, sh, sw, ph, pw, Ph, Pw)
     elif mode == AVE:
         div = _ave_divisor(xp, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw, dy.dtype)
     else:
         raise ValueError(f"unsupported pooling mode {mode!r} (MAX or AVE)")
-    dx = xp.empty((N, C, H, W), dtype=dy.dtype)
+    dx = _buffer(xp, (N, C, H, W), dy.dtype, out)
 
     def run(n0, n1):
         if mode == MAX:
@@ -310,14 +352,19 @@ def _max_backward(dy, mask, base, geo, dx):
     N, C, H, W, kh, kw, sh, sw, ph, pw, Ph, Pw = geo
     n = dy.shape[0]
     P = _Phases(geo)
-    small = kh * W < 32767
-    off = xp.subtract(mask, base, dtype=xp.int16 if small else xp.int32)
-    off = P.extend(off, n, fill=-1)          # junk columns match no offset
+    if base is None:   # window mask: compare with the window position, junk = the spare value
+        off = P.extend(mask, n, fill=xp.iinfo(mask.dtype).max)
+        targets = range(kh * kw)
+    else:
+        small = kh * W < 32767
+        off = xp.subtract(mask, base, dtype=xp.int16 if small else xp.int32)
+        off = P.extend(off, n, fill=-1)          # junk columns match no offset
+        targets = [d for _, _, _, d in P.offsets()]
     g = P.extend(dy, n)
     planes = xp.zeros((sh, sw, n * C, P.Hh * P.Wh), dtype=dy.dtype)
     eq = xp.empty(g.shape, dtype=bool)
     tmp = xp.empty(g.shape, dtype=dy.dtype)
-    for a, b, o, d in P.offsets():
+    for (a, b, o, _), d in zip(P.offsets(), targets):
         xp.equal(off, d, out=eq)
         xp.multiply(g, eq, out=tmp)
         planes[a, b, :, o:o + P.L] += tmp

@@ -160,3 +160,67 @@ def test_errors_name_the_layer(text, shape, msg):
     with pytest.raises(NetError, match=msg) as exc:
         run_forward(layer, make_blobs([shape]))
     assert "convX" in str(exc.value)
+
+
+@pytest.mark.parametrize("text,shape", [
+    ("num_output: 4 kernel_size: 3 pad: 1", (2, 3, 6, 5)),               # flip backward-data
+    ("num_output: 4 kernel_size: 3 stride: 2", (2, 5, 7, 7)),            # col2im backward-data
+    ("num_output: 6 kernel_size: 1", (3, 6, 4, 4)),                      # pointwise
+    ("num_output: 4 kernel_size: 3 pad: 1 group: 2", (2, 4, 5, 5)),
+])
+def test_results_are_written_into_the_blobs_own_arrays(text, shape):
+    """Forward writes y into the top's array and backward dx into the bottom's diff (no fresh
+    array and copy); the numbers are those of the op run on its own."""
+    from poseidon_cli.ops import conv as conv_ops
+    rng = np.random.default_rng(5)
+    layer = make_layer(f'type: "Convolution" convolution_param {{ {text} '
+                       f'weight_filler {{ type: "gaussian" std: 1 }} '
+                       f'bias_filler {{ type: "gaussian" std: 1 }} }}', dtype=np.float64)
+    bottom = make_blobs([shape], dtype=np.float64)
+    bottom[0].data[...] = rng.normal(size=shape)
+    top = run_forward(layer, bottom)
+    y_array, dx_array = top[0].data, bottom[0].diff
+    w, b = layer.blobs[0].data, layer.blobs[1].data
+    kw = layer._kw()
+    for _ in range(2):
+        bottom[0].data[...] = rng.normal(size=shape)
+        layer.forward(bottom, top)
+        assert top[0].data is y_array
+        np.testing.assert_array_equal(top[0].data, conv_ops.conv2d_forward(bottom[0].data, w, b, **kw))
+        top[0].diff[...] = rng.normal(size=top[0].shape)
+        layer.blobs[0].diff[...] = 0
+        layer.blobs[1].diff[...] = 0
+        layer.backward(top, [True], bottom)
+        assert bottom[0].diff is dx_array
+        dx, dw, db = conv_ops.conv2d_backward(bottom[0].data, w, top[0].diff, **kw)
+        np.testing.assert_array_equal(bottom[0].diff, dx)
+        np.testing.assert_array_equal(layer.blobs[0].diff, dw)
+        np.testing.assert_array_equal(layer.blobs[1].diff, db)
+
+
+def test_in_place_convolution_does_not_write_over_its_input():
+    """A 1x1 convolution with top == bottom (same blob): the result may not be formed in the
+    array it reads, forward or backward."""
+    from poseidon_cli.blob import Blob
+    rng = np.random.default_rng(6)
+    text = ('type: "Convolution" convolution_param { num_output: 3 kernel_size: 1 '
+            'weight_filler { type: "gaussian" std: 1 } }')
+    x = rng.normal(size=(2, 3, 4, 4))
+    dy = rng.normal(size=x.shape)
+    ref = make_layer(text, dtype=np.float64)
+    rb = make_blobs([x.shape], dtype=np.float64)
+    rb[0].data[...] = x
+    rt = run_forward(ref, rb)
+    rt[0].diff[...] = dy
+    ref.backward(rt, [True], rb)
+    layer = make_layer(text, dtype=np.float64)
+    blob = Blob(x.shape, dtype=np.float64)
+    blob.data[...] = x
+    layer.setup([blob], [blob])
+    layer.blobs[0].data[...] = ref.blobs[0].data
+    layer.blobs[1].data[...] = ref.blobs[1].data
+    layer.forward([blob], [blob])
+    np.testing.assert_array_equal(blob.data, rt[0].data)
+    blob.diff[...] = dy
+    layer.backward([blob], [True], [blob])
+    np.testing.assert_array_equal(blob.diff, rb[0].diff)

@@ -165,3 +165,37 @@ def test_errors_name_the_layer(text, shape, msg):
     with pytest.raises(NetError, match=msg) as exc:
         run_forward(_pool(text, name="poolZ"), make_blobs([shape]))
     assert "poolZ" in str(exc.value)
+
+
+@pytest.mark.parametrize("xp", XPS)
+@pytest.mark.parametrize("text,shape", [
+    ("pool: MAX kernel_size: 3 stride: 2", (2, 3, 11, 9)),
+    ("pool: MAX kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (2, 3, 10, 10)),
+    ("pool: MAX kernel_size: 2 stride: 3", (1, 2, 8, 7)),
+    ("pool: MAX global_pooling: true", (2, 2, 5, 6)),
+    ("pool: MAX global_pooling: true", (1, 2, 20, 20)),   # 400 positions: a 16-bit window mask
+])
+def test_window_mask_kept_by_the_layer_gives_caffes_mask_and_gradient(xp, text, shape):
+    """The layer keeps the argmax as its position in the window (a small integer type); its mask
+    top and its backward must be exactly those of Caffe's flat int32 mask."""
+    from poseidon_cli.ops import pooling as pool_ops
+    rng = np.random.default_rng(3)
+    # few distinct values: ties everywhere, so "the first maximum wins" is exercised
+    x = rng.integers(0, 4, size=shape).astype(np.float64)
+    layer = _pool(text, xp)
+    bottom = make_blobs([shape], xp=xp)
+    bottom[0].data[...] = xp.asarray(x)
+    top = run_forward(layer, bottom, n_top=2)
+    assert layer._mask.dtype.itemsize < 4 or shape[2] * shape[3] >= 32767
+    kw = layer._kw()
+    y, flat = pool_ops.pool2d_forward(xp.asarray(x), pool_ops.MAX, **kw)
+    P, Q = top[0].shape[2:]
+    np.testing.assert_array_equal(to_host(top[0].data), to_host(y)[:, :, :P, :Q])
+    np.testing.assert_array_equal(to_host(top[1].data), to_host(flat)[:, :, :P, :Q])
+    dy = rng.normal(size=top[0].shape)
+    top[0].diff[...] = xp.asarray(dy)
+    layer.backward(top, [True], bottom)
+    full = xp.zeros(y.shape)
+    full[:, :, :P, :Q] = xp.asarray(dy)
+    want = pool_ops.pool2d_backward(full, flat, shape, pool_ops.MAX, **kw)
+    np.testing.assert_array_equal(to_host(bottom[0].diff), to_host(want))
