@@ -28,6 +28,13 @@ parameter shape mismatch, ``copy_from`` blob count/shape mismatch.
 Layers must read their weights through ``self.blobs[i].data`` at every call (never cache the array
 at setup): sharing, ``copy_from`` and ``share_trained_layers_with`` may replace the arrays.
 
+Memory shared within a step (no result changes): a Split top's data aliases the Split's bottom, as
+in Caffe, unless a later in-place layer (or a Python layer) writes that memory, directly or through
+a view; such a top stays a copy. Every top keeps a diff of its own. An in-place layer that keeps
+its input for backward (Scale, a neuron with ``backward_needs_bottom``) borrows the copy the layer
+right before it keeps anyway (``Layer.retained_top_data``: BatchNorm's normalised output), but
+only when ``forward_from_to`` ran that layer just before it; otherwise it copies.
+
 Hooks for communication (the Net never imports ps/distributed):
 - ``add_before_forward(fn)``: ``fn(layer_index)`` before each layer's forward;
 - ``add_after_backward(fn)``: ``fn(layer_index)`` after each layer's backward step -- called for

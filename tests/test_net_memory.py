@@ -235,3 +235,52 @@ def test_layer_called_directly_after_a_net_run_copies():
     assert sc.bottom_snapshot is None
     sc.forward(net.bottom_vecs[sc_i], net.top_vecs[sc_i])
     assert not np.shares_memory(sc._x_copy, net.layers[sc_i - 1]._x_norm)
+
+
+# ------------------------------------------------------------------------------------------------
+# Both together, on a ResNet bottleneck block
+# ------------------------------------------------------------------------------------------------
+
+def _conv_bn(name, bottom, n, k=1, pad=0, relu=True):
+    text = f'''
+layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}"
+        convolution_param {{ num_output: {n} kernel_size: {k} pad: {pad} bias_term: false
+                             weight_filler {{ type: "gaussian" std: 0.3 }} }} }}
+layer {{ name: "bn_{name}" type: "BatchNorm" bottom: "{name}" top: "{name}" }}
+layer {{ name: "scale_{name}" type: "Scale" bottom: "{name}" top: "{name}"
+        scale_param {{ bias_term: true filler {{ type: "gaussian" std: 1 }} }} }}
+'''
+    if relu:
+        text += f'layer {{ name: "relu_{name}" type: "ReLU" bottom: "{name}" top: "{name}" }}\n'
+    return text
+
+
+RESNET_BLOCKS = ('''
+force_backward: true
+layer { name: "data" type: "Input" top: "data" top: "target"
+        input_param { shape { dim: 3 dim: 4 dim: 6 dim: 6 } shape { dim: 3 dim: 8 dim: 6 dim: 6 } } }
+''' + _conv_bn("c1", "data", 8, 3, 1)
+    + _conv_bn("b2a", "c1", 4) + _conv_bn("b2b", "b2a", 4, 3, 1) + _conv_bn("b2c", "b2b", 8, relu=False)
+    + '''layer { name: "res2" type: "Eltwise" bottom: "c1" bottom: "b2c" top: "res2" }
+layer { name: "res2_relu" type: "ReLU" bottom: "res2" top: "res2" }
+''' + _conv_bn("b3a", "res2", 4) + _conv_bn("b3b", "b3a", 8, relu=False)
+    + '''layer { name: "res3" type: "Eltwise" bottom: "res2" bottom: "b3b" top: "res3" }
+layer { name: "loss" type: "EuclideanLoss" bottom: "res3" bottom: "target" top: "loss" }
+''')
+
+
+def test_resnet_blocks_match_the_net_without_any_memory_sharing():
+    x, t = inputs((3, 4, 6, 6), (3, 8, 6, 6))
+    fast = Net(P(RESNET_BLOCKS), TRAIN, seed=9, dtype=np.float64)
+    assert fast._lenders   # every Scale borrows from its BatchNorm
+    assert all(all(layer.alias_tops) for layer in fast.layers if isinstance(layer, SplitLayer))
+    plain = Net(P(RESNET_BLOCKS), TRAIN, seed=9, dtype=np.float64)
+    plain._lenders = {}
+    copying_splits(plain)
+    for seed in range(2):
+        x, t = inputs((3, 4, 6, 6), (3, 8, 6, 6), seed)
+        assert_same(run(fast, x, t), run(plain, x, t))
+    # and the running statistics BatchNorm keeps moved the same way
+    for name, blobs in fast.params.items():
+        for a, b in zip(blobs, plain.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)
