@@ -2,7 +2,8 @@
 """Soak test: a long local cluster run of the digits example, watching every process for leaks.
 
     python bench/soak.py [--duration 600] [--clients 2] [--staleness 0] [--interval 2]
-                         [--warmup 0.25] [--max-iter N] [--svb auto] [--env NAME=VALUE]
+                         [--warmup 0.25] [--max-iter N] [--svb auto] [--base-lr LR]
+                         [--env NAME=VALUE]
                          [--out soak.json] [--keep DIR]
 
 Starts ``poseidon train --hosts`` on loopback ports (the local launcher plus one process per
@@ -57,13 +58,15 @@ def make_data(work):
         raise SystemExit("making the digits data failed")
 
 
-def prepare(work, clients, max_iter):
+def prepare(work, clients, max_iter, base_lr=None):
     net = open(os.path.join(EXAMPLE, "digits_net.prototxt")).read()
     net = net.replace('source: "data/', f'source: "{work}/data/')
     net = net.replace("backend: LMDB }", "backend: LMDB shared_file_system: true }")
     open(os.path.join(work, "digits_net.prototxt"), "w").write(net)
     solver = open(os.path.join(EXAMPLE, "digits_solver.prototxt")).read()
     solver = re.sub(r"^max_iter: \d+", f"max_iter: {max_iter}", solver, flags=re.M)
+    if base_lr is not None:
+        solver = re.sub(r"^base_lr: .*$", f"base_lr: {base_lr:g}", solver, flags=re.M)
     solver = re.sub(r"^snapshot: \d+", "snapshot: 0", solver, flags=re.M)
     solver = re.sub(r"^display: \d+", "display: 50", solver, flags=re.M)
     solver = re.sub(r"^snapshot_prefix: .*$", 'snapshot_prefix: "output/digits"\n'
@@ -168,7 +171,7 @@ def summarize(series, warmup):
 
 def print_table(rows, meta):
     print(f"\nsoak: {meta['clients']} clients, staleness {meta['staleness']}, svb {meta['svb']}, "
-          f"env {' '.join(meta['env']) or '-'}, "
+          f"base_lr {meta['base_lr'] or 'of the example'}, env {' '.join(meta['env']) or '-'}, "
           f"{meta['seconds']:.0f} s, iterations {meta['iterations']}, "
           f"warm-up {meta['warmup']:.0%} of {meta['samples']} samples every {meta['interval']} s")
     head = (f"{'process':<10} {'RSS warm MiB':>12} {'RSS end MiB':>11} {'growth':>7} "
@@ -193,6 +196,9 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, default=None,
                     help="stop after this many iterations instead of after --duration")
     ap.add_argument("--svb", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--base-lr", type=float, default=None,
+                    help="the solver's base_lr instead of the example's (stale gradients of 8 "
+                         "workers at s=3 with momentum 0.9 diverge at the example's 0.01)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra environment for the run, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
     ap.add_argument("--out", default="soak.json", help="file name under bench/results/")
@@ -203,7 +209,7 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
     if not os.path.isdir(os.path.join(work, "data", "digits_train_lmdb")):
         make_data(work)
-    prepare(work, args.clients, args.max_iter or 10 ** 8)
+    prepare(work, args.clients, args.max_iter or 10 ** 8, args.base_lr)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     for item in args.env:
         name, _, value = item.partition("=")
@@ -242,6 +248,7 @@ def main(argv=None):
     rc = proc.returncode
     rows = summarize(series, args.warmup)
     meta = {"clients": args.clients, "staleness": args.staleness, "svb": args.svb,
+            "base_lr": args.base_lr,
             "env": args.env, "seconds": seconds,
             "iterations": iterations, "interval": args.interval, "warmup": args.warmup,
             "samples": max((len(v) for v in series.values()), default=0),

@@ -147,7 +147,10 @@ def run_client(spec: ClusterSpec, xp=None) -> int:
                                    SolverUpdater(param, sync.multipliers(), solver.iter),
                                    deadline_s=spec.deadline_s,
                                    heartbeat_timeout_s=min(spec.deadline_s, 15.0))
-                server = ShardServer(store, host=spec.me.ip, port=spec.me.port, security=security)
+                # every worker's heartbeat stream holds a thread for the whole job, and each may have
+                # a control call in flight: start those threads now (see ps/pools.py)
+                server = ShardServer(store, host=spec.me.ip, port=spec.me.port, security=security,
+                                     start_threads=2 * spec.num_clients * T + 8)
                 if factors is not None:
                     server.add_generic_handlers([sfb.grpc_handler(factors)])
                 if T > 1:

@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import ClusterError
 from . import consistency
 from .keys import DEFAULT_CHUNK_BYTES, STAT, Layout
+from .pools import started_pool
 from .protocol import DATA_PLANES, DEFAULT_DATA_PLANE, GRADIENT, PROTOCOL_VERSION, VALUE, ZERO_GRADIENT
 from .transport import ShardTransport
 
@@ -123,7 +124,9 @@ class PSClient:
         self._failure: tuple[str, int] | None = None  # (message, shard) of a broken heartbeat
         self._lock = threading.Lock()
         n = max_threads or max(8, 2 * len(self.transports) * self.streams_per_shard + 4)
-        self._pool = cf.ThreadPoolExecutor(n, thread_name_prefix=f"ps-w{worker_id}")
+        # all n threads at once: the pool reaches its peak within the first iterations anyway, and a
+        # pool that keeps growing at rare new peaks would look like a thread leak in a long run
+        self._pool = started_pool(n, n, thread_name_prefix=f"ps-w{worker_id}")
 
     # ---------------------------------------------------------------- start-up
     def connect(self) -> None:

@@ -246,7 +246,8 @@ class ShardServer:
     """A gRPC server for one shard on ``host:port`` (port 0: pick a free one; ``start`` returns it).
 
     ``max_workers`` bounds concurrent RPCs: every worker holds a heartbeat stream and may park pulls,
-    so it must exceed P * (1 + streams in flight).
+    so it must exceed P * (1 + streams in flight). ``start_threads`` of them start at once
+    (``pools.started_pool``), so that the thread count does not creep up at each new peak of calls.
 
     ``data_plane="tcp"`` also serves Push / Pull payloads on a plain TCP listener (tcp_server.py) on
     ``host:data_port`` (0: a free port, announced over gRPC; see ``.data_port``). Push / Pull over gRPC
@@ -254,10 +255,9 @@ class ShardServer:
 
     def __init__(self, store: ShardStore, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128,
                  data_plane: str = DEFAULT_DATA_PLANE, data_port: int = 0,
-                 security: Security = NO_SECURITY):
-        from concurrent.futures import ThreadPoolExecutor
-
+                 security: Security = NO_SECURITY, start_threads: int = 0):
         from . import tcp_server
+        from .pools import started_pool
 
         if data_plane not in DATA_PLANES:
             raise ValueError(f"data_plane must be one of {DATA_PLANES}, got {data_plane!r}")
@@ -268,7 +268,7 @@ class ShardServer:
         self.rejections = RejectionLog(f"shard {store.shard_id}")
         # so_reuseport off: a second server on the same port must fail, not share it
         self._server = security.server(
-            ThreadPoolExecutor(max_workers, thread_name_prefix=f"shard{store.shard_id}"),
+            started_pool(max_workers, start_threads, thread_name_prefix=f"shard{store.shard_id}"),
             CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)], self.rejections.name, self.rejections)
         self._stopped = threading.Event()
         self._servicer = ShardServicer(store, on_stop=self.stop)

@@ -354,3 +354,29 @@ def test_the_connection_pool_shrinks_back_after_a_peak_of_concurrent_calls(shard
         time.sleep(0.02)
     assert len(data._conns) == 1   # the shard saw the three closes and ended their threads
     tr.close()
+
+
+def test_pools_start_their_threads_up_front_and_a_client_keeps_its_thread_count(shards):
+    """started_pool: the threads exist before the first task; a PSClient's pool is complete at
+    construction, so a run's thread count does not creep up at each new peak of calls."""
+    from poseidon_cli.ps.pools import started_pool
+    probes = lambda: len([t for t in threading.enumerate() if t.name.startswith("probe")])
+    pool = started_pool(8, 5, thread_name_prefix="probe")
+    assert probes() == 5
+    assert [f.result(5) for f in [pool.submit(lambda: 7) for _ in range(5)]] == [7] * 5
+    assert probes() == 5      # idle started threads took them
+    pool.shutdown()
+    (addrs, servers) = shards(2)
+    c = client(addrs, 0, 1)
+    c.connect()
+    c.init_params({n: np.zeros(s, np.float32) for n, s in PARAMS})
+    mine = lambda: len([t for t in threading.enumerate() if t.name.startswith("ps-w0")])
+    started = mine()
+    assert started >= 8
+    for _ in range(3):   # every parameter pushed and pulled at once, clock after clock: no new thread
+        for n, s in PARAMS:
+            c.push(n, np.ones(s, np.float32))
+        c.clock()
+        c.pull_all()
+    assert mine() == started
+    c.finish()
