@@ -235,6 +235,14 @@ class PSSync(Sync):
     def test_share(self, n: int) -> int:
         return int(math.ceil(n / self.world_size))
 
+    def divergence_hint(self) -> str:
+        s = self.client.staleness if self.client is not None else 0
+        if s <= 0 or self.world_size == 1:
+            return ""
+        # gradients up to s clocks old act like extra momentum: a rate one node tolerates may not
+        return (f"staleness {s} with {self.world_size} workers makes gradients up to {s} clocks "
+                f"old; lower base_lr or momentum, or --staleness")
+
     def before_read(self, for_snapshot: bool = False) -> None:
         self.wfbp.wait_all()
         if not for_snapshot:

@@ -281,8 +281,10 @@ class Solver:
             if not math.isfinite(loss):
                 last = self.last_snapshot or "none taken"
                 self.log.error(f"Iteration {self.iter}, loss = {fmt(loss)}")
+                hint = self.sync.divergence_hint()
                 raise SolverError(f"loss became {fmt(loss)} at iteration {self.iter}; last snapshot: "
-                                  f"{last}", "lower base_lr or check the data; resume with --snapshot")
+                                  f"{last}", (hint + "; " if hint else "lower base_lr or check the "
+                                              "data; ") + "resume with --snapshot")
             self._update_smoothed_loss(loss, start_iter)
             if display:
                 lapse = time.time() - timer

@@ -63,6 +63,11 @@ class Sync:
     def writes_files(self) -> bool:
         raise NotImplementedError
 
+    def divergence_hint(self) -> str:
+        """What about this synchronisation could make training diverge, for the error a
+        non-finite loss raises; "" when nothing does (one node)."""
+        return ""
+
 
 class LocalSync(Sync):
     """One worker alone: the Solver's own update, nothing to combine or wait for."""

@@ -308,3 +308,29 @@ def test_cupy_solver_matches_numpy(kit, ls_data, tmp_path, kind, lr, mom):
     again, _ = make(kit, X, Y, kind, lr, "inv", mom, iters=4, extra=extra, xp=cupy)
     again.restore(state)
     np.testing.assert_allclose(cupy.asnumpy(again.history[0][0]), cupy.asnumpy(gpu.history[0][0]))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_nan_loss_error_carries_the_syncs_hint(kit, ls_data):
+    """One node: Caffe's advice; a synchronisation that can cause divergence (staleness) says so."""
+    X, Y = ls_data
+    s, _ = make(kit, X, Y, "SGD", 10.0, "fixed", 0.9, iters=200)
+    with pytest.raises(SolverError) as exc:
+        s.solve()
+    assert "lower base_lr or check the data" in str(exc.value)
+    s, _ = make(kit, X, Y, "SGD", 10.0, "fixed", 0.9, iters=200)
+    s.sync.divergence_hint = lambda: "staleness 3 with 8 workers makes gradients up to 3 clocks old"
+    with pytest.raises(SolverError) as exc:
+        s.solve()
+    assert "staleness 3 with 8 workers" in str(exc.value) and "check the data" not in str(exc.value)
+
+
+def test_ps_sync_hint_names_staleness_and_workers():
+    from poseidon_cli.distributed.ps_sync import PSSync
+    sync = PSSync()
+    assert sync.divergence_hint() == ""            # not attached to a cluster
+    sync.client = type("C", (), {"staleness": 2})()
+    sync.solver = type("S", (), {"context": type("X", (), {"world_size": 4})()})()
+    assert sync.divergence_hint().startswith("staleness 2 with 4 workers")
+    sync.client.staleness = 0
+    assert sync.divergence_hint() == ""
