@@ -12,7 +12,9 @@ import soak  # noqa: E402
 
 
 def _series(rss, threads, fds):
-    return [{"rss_kib": r, "threads": t, "fds": f} for r, t, f in zip(rss, threads, fds)]
+    """Samples every 2 s, as soak.py takes them."""
+    return [{"rss_kib": r, "threads": t, "fds": f, "t": 2.0 * i}
+            for i, (r, t, f) in enumerate(zip(rss, threads, fds))]
 
 
 def test_growth_after_warmup_uses_medians_of_three():
@@ -28,9 +30,26 @@ def test_growth_after_warmup_uses_medians_of_three():
 
 def test_descriptor_growth_fails_the_target():
     rows = soak.summarize({"launcher": _series([100] * 8, [2] * 8, [4, 4, 4, 4, 5, 5, 6, 6])}, 0.25)
-    assert rows["launcher"]["fd_growth"] == 2 and not rows["launcher"]["ok"]
+    # after warm-up (index 2): fds 4 4 5 5 6 6 at t = 4..14 s; least squares by hand:
+    # slope = sum(dx*dy) / sum(dx^2) = 16 / 70 per second, over a 10 s span
+    assert abs(rows["launcher"]["fd_growth"] - 16 / 70 * 10) < 1e-9
+    assert not rows["launcher"]["ok"]
     flat = soak.summarize({"launcher": _series([100] * 8, [2] * 8, [4] * 8)}, 0.25)
     assert flat["launcher"]["ok"] and flat["launcher"]["rss_growth"] == 0
+    assert flat["launcher"]["fd_growth"] == 0
+
+
+def test_a_pool_that_opens_and_closes_around_a_level_is_not_growth():
+    # a connection opened and closed around 5: the last sample is one above the warm-up one, but
+    # nothing accumulates, so the trend stays under one descriptor
+    fds = [3, 5, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6]
+    r = soak.summarize({"client_0": _series([100] * 12, [9] * 12, fds)}, 0.25)["client_0"]
+    assert r["fds"]["low"] == 5 and r["fds"]["peak"] == 6
+    assert abs(r["fd_growth"]) < 1 and r["ok"]
+    # one more descriptor kept every few samples is a leak, whatever the noise
+    leak = [3, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10]
+    r = soak.summarize({"client_0": _series([100] * 12, [9] * 12, leak)}, 0.25)["client_0"]
+    assert r["fd_growth"] > 3 and not r["ok"]
 
 
 def test_sample_reads_this_process():
