@@ -256,6 +256,24 @@ def test_staleness_one_lets_a_worker_run_one_clock_ahead_only(tmp_path, digits):
         s.sfb.close()
 
 
+def test_finished_factor_sends_are_not_kept_until_flush(tmp_path, digits):
+    """Every clock sends each SFB layer's factors to every peer; the exchange keeps only the sends
+    still in flight (a long run kept every finished future: memory growing with the run's length)."""
+    _, (s0, s1) = _pair(tmp_path, digits)
+    li = s0.sfb_plan[0].layer_index
+    for clock in range(12):
+        s0.net.forward_backward()
+        s0.sfb.capture(li, clock)
+        for f in list(s0.sfb._sends):
+            f.result(5)
+    s0.net.forward_backward()
+    s0.sfb.capture(li, 12)
+    assert len(s0.sfb._sends) == 1        # the newest send to the one peer; 13 before the fix
+    s0.sfb.flush()
+    for s in (s0, s1):
+        s.sfb.close()
+
+
 def test_staleness_training_keeps_replicas_identical(tmp_path, digits):
     job = write_job(tmp_path / "s1", digits, iters=8)
     w = train_cluster(job, 2, "on", staleness=1, slow={1: 0.02})

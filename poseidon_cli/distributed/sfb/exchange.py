@@ -148,6 +148,9 @@ class FactorExchange:
             fut = self._send_pool.submit(self.transport.send, peer, frames, self.deadline_s)
             fut.add_done_callback(lambda f, peer=peer: self._send_done(f, peer, what))
             with self._cv:
+                # only sends still in flight: a finished one's failure is already in _failure,
+                # and keeping every future until flush() would grow by P-1 per layer and clock
+                self._sends = [f for f in self._sends if not f.done()]
                 self._sends.append(fut)
 
     def _send_done(self, fut, peer, what):
