@@ -281,10 +281,9 @@ class Solver:
             if not math.isfinite(loss):
                 last = self.last_snapshot or "none taken"
                 self.log.error(f"Iteration {self.iter}, loss = {fmt(loss)}")
-                hint = self.sync.divergence_hint()
+                advice = self.sync.divergence_hint() or "lower base_lr or check the data"
                 raise SolverError(f"loss became {fmt(loss)} at iteration {self.iter}; last snapshot: "
-                                  f"{last}", (hint + "; " if hint else "lower base_lr or check the "
-                                              "data; ") + "resume with --snapshot")
+                                  f"{last}", f"{advice}; resume with --snapshot")
             self._update_smoothed_loss(loss, start_iter)
             if display:
                 lapse = time.time() - timer

@@ -47,6 +47,18 @@ def launch(solver, hosts, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def end_all(proc, clients):
+    """Whatever a trial left running: SIGKILL the clients (a SIGSTOPped one included) and the
+    launcher, so that a failed trial does not leave processes behind for the next."""
+    for c in clients:
+        try:
+            os.kill(c, signal.SIGKILL)
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+
+
 def wait_for(pred, timeout_s, what):
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
@@ -168,13 +180,7 @@ def test_sigterm_to_the_launcher_stops_every_client(tmp_path):
                      "every client to end")
             took = time.monotonic() - t0
         finally:
-            for c in clients:
-                try:
-                    os.kill(c, signal.SIGKILL)
-                except OSError:
-                    pass
-            if proc.poll() is None:
-                proc.kill()
+            end_all(proc, clients)
         assert proc.returncode == 143, trial
         assert took < 10.0, (trial, took)
 
@@ -221,13 +227,7 @@ def test_a_hung_client_ends_every_process_within_the_deadline(tmp_path):
             took = time.monotonic() - t0
             err = proc.stderr.read()
         finally:
-            for c in clients:
-                try:
-                    os.kill(c, signal.SIGKILL)
-                except OSError:
-                    pass
-            if proc.poll() is None:
-                proc.kill()
+            end_all(proc, clients)
         assert took < deadline + 5, (trial, took)
         assert proc.returncode not in (0, None), trial
         survivor_says = err if victim == 1 else log1.read_text()
@@ -263,13 +263,7 @@ def test_ctrl_c_to_the_group_stops_all_and_snapshots_when_asked(tmp_path, effect
                      "every client to end")
             took = time.monotonic() - t0
         finally:
-            for c in clients:
-                try:
-                    os.kill(c, signal.SIGKILL)
-                except OSError:
-                    pass
-            if proc.poll() is None:
-                proc.kill()
+            end_all(proc, clients)
         assert proc.returncode == 130, (trial, err[-2000:])
         assert took < 10, (trial, took)
         states = sorted(snap_dir.glob("tiny_iter_*.solverstate")) if snap_dir.exists() else []
