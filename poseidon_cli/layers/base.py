@@ -33,6 +33,15 @@ from ..errors import NetError
 from ..net_checks import layer_hint
 
 
+def free_output(dst, *inputs):
+    """``dst`` when an op may write its result straight into it (none of ``inputs`` overlaps its
+    memory), else None: the op then returns a fresh array, which the layer copies over."""
+    xp = backend.get_array_module(dst)
+    if any(xp.may_share_memory(dst, a) for a in inputs):
+        return None
+    return dst
+
+
 class Layer:
     #: prototxt ``type`` string; set by ``@register``
     type: str = ""

@@ -16,11 +16,10 @@ The math lives in ``ops/conv.py``.
 from __future__ import annotations
 
 from .. import fillers
-from ..backend import get_array_module
 from ..ops import conv as conv_ops
 from . import register
 from ._neuron import data_pointer
-from .base import Layer
+from .base import Layer, free_output
 
 
 def spatial_geometry(layer, p):
@@ -81,15 +80,6 @@ def _store(blob, y):
 
 def _same_memory(a, b) -> bool:
     return a is b or (a.size == b.size and a.size > 0 and data_pointer(a) == data_pointer(b))
-
-
-def _free_buffer(dst, *inputs):
-    """``dst`` when an op may write its result straight into it (no input overlaps it), else
-    None: the op then returns a fresh array that is copied over."""
-    xp = get_array_module(dst)
-    if any(xp.may_share_memory(dst, a) for a in inputs):
-        return None
-    return dst
 
 
 class _ConvBase(Layer):
@@ -164,7 +154,7 @@ class _ConvBase(Layer):
         b = self.blobs[1].data if self.bias_term else None
         for bt, tp in zip(bottom, top):
             # into the top's own array: no second top-sized array alive while computing
-            out = _free_buffer(tp.data, bt.data, w)
+            out = free_output(tp.data, bt.data, w)
             _store(tp, self._forward_op(bt.data, w, b, **self._kw(), out=out))
 
     def backward(self, top, propagate_down, bottom):
@@ -174,7 +164,7 @@ class _ConvBase(Layer):
         for i, (bt, tp) in enumerate(zip(bottom, top)):
             if not (need_dw or need_db or propagate_down[i]):
                 continue
-            dx_out = _free_buffer(bt.diff, bt.data, tp.diff, w) if propagate_down[i] else None
+            dx_out = free_output(bt.diff, bt.data, tp.diff, w) if propagate_down[i] else None
             dx, dw, db = self._backward_op(bt.data, w, tp.diff, need_dx=propagate_down[i],
                                            need_dw=need_dw, need_db=need_db, dx_out=dx_out,
                                            **self._kw())

@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 
 from .._proto import caffe_pb2
-from ..backend import get_array_module
 from ..ops import pooling as pool_ops
 from . import register
-from .base import Layer
+from .base import Layer, free_output
 
 _PP = caffe_pb2.PoolingParameter
 
@@ -117,9 +116,7 @@ class PoolingLayer(Layer):
         x = bottom[0].data
         # straight into the top when no FLOOR crop applies, and into last call's mask: no
         # top-sized temporaries, no copies
-        y_buf = top[0].data if out == full and top[0] is not bottom[0] else None
-        if y_buf is not None and get_array_module(x).may_share_memory(x, y_buf):
-            y_buf = None
+        y_buf = free_output(top[0].data, x) if out == full else None
         # the argmax is kept as its position in the window (one byte for windows under 255
         # values), not as Caffe's int32 flat index: it lives from forward to backward
         y, mask = pool_ops.pool2d_forward(x, self.mode, **self._kw(), out=y_buf,
@@ -143,9 +140,7 @@ class PoolingLayer(Layer):
             padded = xp.zeros(dy.shape[:2] + full, dtype=dy.dtype)
             padded[:, :, :out[0], :out[1]] = dy
             dy = padded
-        dx_buf = bottom[0].diff
-        if xp.may_share_memory(dx_buf, dy):
-            dx_buf = None
+        dx_buf = free_output(bottom[0].diff, dy)
         dx = pool_ops.pool2d_backward(dy, self._mask, bottom[0].shape, self.mode, **self._kw(),
                                       out=dx_buf, window_mask=True)
         if dx is not dx_buf:
